@@ -1,0 +1,60 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Both create .venv and install what is missing; after the first install they
+# work offline (the stamp files stop pip from running again).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PIP    := $(BIN)/pip install --disable-pip-version-check -q
+
+.PHONY: run test lint check pytest bench chromium clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(PIP) -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(PIP) -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(BIN)/python manage.py migrate --noinput
+	@echo ""
+	@echo "  Chat is running: open http://$(HOST):$(PORT)/"
+	@echo "  (the first account you sign up becomes the admin)"
+	@echo ""
+	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+
+# Debian's Chromium for the browser tests; installed when we may, else the
+# browser tests skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; browser tests will skip"; \
+	  else echo "warning: chromium not found; browser tests will skip"; fi; }
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+check: $(VENV)/.dev
+	$(BIN)/python manage.py check
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+pytest: $(VENV)/.dev chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint check pytest
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench.relay $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .local staticfiles artifacts .pytest_cache .ruff_cache

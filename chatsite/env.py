@@ -1,0 +1,134 @@
+"""Read settings from the environment, failing loudly with the variable's name.
+
+Every helper raises ImproperlyConfigured naming the offending variable, so a
+typo in a deployment stops the process at start-up instead of misbehaving later.
+"""
+
+import json
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None else value.strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = _raw(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (_raw(name) or default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def env_path(name: str) -> Path | None:
+    value = _raw(name)
+    return Path(value) if value else None
+
+
+def env_origins(name: str) -> list[str]:
+    origins = env_list(name, [])
+    for origin in origins:
+        parsed = urlparse(origin)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ImproperlyConfigured(
+                f"{name} entries must look like https://chat.example.com, not {origin!r}"
+            )
+    return origins
+
+
+def database(name: str, sqlite_path: Path) -> dict:
+    """DATABASE_URL (PostgreSQL) if set, else a local SQLite file tuned for concurrency."""
+    url = _raw(name)
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": sqlite_path,
+            "OPTIONS": {
+                # WAL lets the generation jobs write while pages read; IMMEDIATE
+                # avoids "database is locked" on read-then-write transactions.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql", "pgsql") or not parsed.path.strip("/"):
+        raise ImproperlyConfigured(
+            f"{name} must look like postgres://user:password@host:5432/dbname "
+            f"(got a value with scheme {parsed.scheme or 'none'!r})"
+        )
+    try:
+        config = dj_database_url.parse(url, conn_max_age=0)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} could not be parsed: {exc}") from None
+    return dict(config)
+
+
+def channel_layer(name: str) -> dict:
+    """Redis channel layer if REDIS_URL is set, else the in-process one."""
+    url = _raw(name)
+    if not url:
+        return {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
+        raise ImproperlyConfigured(f"{name} must look like redis://host:6379/0, not {url!r}")
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [url], "capacity": 1000, "expiry": 30},
+    }
+
+
+def secret(name: str, *, debug: bool, local_file: Path) -> str:
+    """A secret from the environment; in development, generated once into a local file."""
+    value = _raw(name)
+    if value:
+        return value
+    if not debug:
+        raise ImproperlyConfigured(f"{name} must be set when DEBUG is off")
+    stored = json.loads(local_file.read_text()) if local_file.exists() else {}
+    if name not in stored:
+        stored[name] = secrets.token_urlsafe(48)
+        local_file.parent.mkdir(parents=True, exist_ok=True)
+        local_file.write_text(json.dumps(stored, indent=2))
+        local_file.chmod(0o600)
+    return stored[name]

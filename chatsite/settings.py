@@ -1,0 +1,117 @@
+"""Settings, read from the environment with embedded defaults.
+
+Nothing set: SQLite in the project folder and the in-memory channel layer.
+DATABASE_URL and REDIS_URL switch to PostgreSQL and Redis for scaling out.
+Every variable is listed in the README.
+"""
+
+from pathlib import Path
+
+from chatsite import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+LOCAL_DIR = BASE_DIR / ".local"  # git-ignored: development secrets, the SQLite file
+
+DEBUG = env.env_bool("DEBUG", True)
+SECRET_KEY = env.secret("SECRET_KEY", debug=DEBUG, local_file=LOCAL_DIR / "secrets.json")
+# Fernet keys for provider API keys at rest; comma-separated, the first encrypts
+# and all decrypt, so keys can be rotated.
+PROVIDER_KEYS_SECRET = env.secret(
+    "PROVIDER_KEYS_SECRET", debug=DEBUG, local_file=LOCAL_DIR / "secrets.json"
+)
+
+ALLOWED_HOSTS = env.env_list("ALLOWED_HOSTS", [])
+CSRF_TRUSTED_ORIGINS = env.env_origins("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",  # first, so runserver serves ASGI (websockets) too
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "template_partials",
+    "providers",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "chatsite.middleware.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.database("DATABASE_URL", LOCAL_DIR / "db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+CHANNEL_LAYERS = {"default": env.channel_layer("REDIS_URL")}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+# open: anyone may sign up; approval: accounts wait for an admin; closed: no signups.
+# The very first account on an empty site is always allowed and becomes the admin.
+SIGNUP_POLICY = env.env_choice("SIGNUP_POLICY", "open", ("open", "approval", "closed"))
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# collectstatic target, for a reverse proxy to serve; unset, WhiteNoise serves static/.
+STATIC_ROOT = env.env_path("STATIC_ROOT")
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {
+        "handlers": ["console"],
+        "level": env.env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+    },
+}

@@ -1,0 +1,59 @@
+"""Start-up configuration fails loudly, naming the variable at fault."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manage_check(**env):
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["not a url", "mysql://root@localhost/db", "postgres://localhost:notaport/db", "postgres://h/"],
+)
+def test_malformed_database_url_fails_at_start_up_naming_it(value):
+    result = manage_check(DATABASE_URL=value)
+    assert result.returncode != 0
+    assert "DATABASE_URL" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REDIS_URL", "http://example"),
+        ("DEBUG", "maybe"),
+        ("SIGNUP_POLICY", "sometimes"),
+        ("CSRF_TRUSTED_ORIGINS", "chat.example.com"),
+    ],
+)
+def test_other_bad_values_fail_naming_the_variable(name, value):
+    result = manage_check(**{name: value})
+    assert result.returncode != 0
+    assert name in result.stderr
+
+
+def test_secrets_are_required_when_debug_is_off():
+    result = manage_check(DEBUG="false", SECRET_KEY="", ALLOWED_HOSTS="chat.example.com")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_embedded_defaults_pass_the_system_check():
+    result = manage_check()
+    assert result.returncode == 0, result.stderr
