@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: run test lint check pytest bench chromium clean
+.PHONY: run test lint check pytest bench chromium catalog clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ run: $(VENV)/.runtime
 	@echo "  (the first account you sign up becomes the admin)"
 	@echo ""
 	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+
+# The known providers and models (disabled until they have a key).
+catalog: $(VENV)/.runtime
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py install_catalog
 
 # Debian's Chromium for the browser tests; installed when we may, else the
 # browser tests skip and say why.

@@ -110,6 +110,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # httpx logs every request line at INFO; upstream URLs are not news.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
     "root": {
         "handlers": ["console"],
         "level": env.env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),

@@ -10,3 +10,19 @@ def make_user(db):
         return get_user_model().objects.create_user(username, password=password, **extra)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def fake_server():
+    from tests.fake_backend import FakeBackend
+
+    with FakeBackend() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_server):
+    """The session's fake backend, reset to well-behaved defaults for each test."""
+    fake_server.configure()
+    fake_server.requests.clear()
+    return fake_server

@@ -1,0 +1,48 @@
+"""The providers app's front door: pick the wire format, build the Endpoint.
+
+Callers never see which wire format a model speaks:
+
+    async for event in client.stream(endpoint, request): ...
+
+`endpoint_for(model)` reads the ORM (decrypting the key) and must run in sync
+code or through sync_to_async; the returned Endpoint is plain data.
+"""
+
+from types import ModuleType
+
+from providers import llamacpp, openai, workers_ai
+from providers.base import ChatRequest, Endpoint
+
+WIRE_FORMATS: dict[str, ModuleType] = {
+    "openai": openai,
+    "llamacpp": llamacpp,
+    "workers_ai": workers_ai,
+}
+
+
+def endpoint_for(provider, model=None) -> Endpoint:
+    return Endpoint(
+        wire_format=provider.wire_format,
+        base_url=(
+            model.endpoint_url if model is not None and model.endpoint_url else provider.base_url
+        ),
+        api_key=provider.api_key(),
+        account_id=provider.resolved_account_id(),
+        headers={str(k): str(v) for k, v in (provider.extra_headers or {}).items()},
+        connect_timeout=provider.connect_timeout,
+        read_timeout=provider.read_timeout,
+        total_timeout=provider.total_timeout,
+        send_usage_option=provider.send_usage_option,
+    )
+
+
+def stream(endpoint: Endpoint, request: ChatRequest):
+    return WIRE_FORMATS[endpoint.wire_format].stream(endpoint, request)
+
+
+async def complete(endpoint: Endpoint, request: ChatRequest):
+    return await WIRE_FORMATS[endpoint.wire_format].complete(endpoint, request)
+
+
+async def discover(endpoint: Endpoint):
+    return await WIRE_FORMATS[endpoint.wire_format].discover(endpoint)

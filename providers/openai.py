@@ -1,0 +1,126 @@
+"""OpenAI-compatible chat completions: DeepInfra, Nebula Block, vLLM, llama.cpp, Ollama…
+
+Quirks handled here:
+- the first chunk carries only the role; deltas may have null content;
+- usage comes in a last chunk with empty `choices` (stream_options.include_usage),
+  and DeepInfra adds `usage.estimated_cost`;
+- some servers leak an end-of-sequence token ("</s>") as a delta of its own;
+- an error object may arrive in the middle of a stream;
+- a stream that ends with no finish reason and no [DONE] is an error, not an
+  empty reply (llama-cpp-python answers a context overflow that way).
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from decimal import Decimal, InvalidOperation
+
+from providers import http
+from providers.base import (
+    ChatRequest,
+    Completion,
+    DiscoveredModel,
+    Endpoint,
+    Finish,
+    ProviderError,
+    TextDelta,
+    Usage,
+)
+
+LEAKED_EOS = {"</s>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>"}
+LENGTH_REASONS = {"length", "max_tokens", "model_length"}
+
+
+def _url(endpoint: Endpoint) -> str:
+    return endpoint.base_url.rstrip("/") + "/chat/completions"
+
+
+def _body(endpoint: Endpoint, request: ChatRequest, stream: bool) -> dict:
+    body = {
+        "model": request.model,
+        "messages": request.messages,
+        "max_tokens": request.max_tokens,
+        "stream": stream,
+        **request.params,
+    }
+    if request.stop:
+        body["stop"] = request.stop
+    if stream and endpoint.send_usage_option:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _usage(raw) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    cost = raw.get("estimated_cost")
+    try:
+        cost = Decimal(str(cost)) if cost is not None else None
+    except InvalidOperation:
+        cost = None
+    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"), cost)
+
+
+def _finish(reason: str | None) -> str:
+    return "length" if reason in LENGTH_REASONS else "stop"
+
+
+async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator:
+    deadline = http.deadline_for(endpoint)
+    finish, done, any_text = None, False, False
+    async with http.post_stream(
+        endpoint, _url(endpoint), _body(endpoint, request, True), deadline
+    ) as response:
+        async with aclosing(http.sse_data(response, deadline)) as events:
+            async for data in events:
+                if data.strip() == "[DONE]":
+                    done = True
+                    break
+                chunk = http.parse_json(data)
+                if not isinstance(chunk, dict):
+                    raise ProviderError("malformed", "chunk is not an object")
+                if error := http.error_in(chunk):
+                    raise error
+                usage = _usage(chunk.get("usage"))
+                if usage:
+                    yield usage
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text and text not in LEAKED_EOS:
+                        any_text = True
+                        yield TextDelta(text)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+    if finish is None and not done:
+        if any_text:
+            raise ProviderError("unavailable", "stream ended before the reply finished")
+        raise ProviderError("malformed", "empty stream")
+    yield Finish(_finish(finish))
+
+
+async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
+    payload = await http.post_json(endpoint, _url(endpoint), _body(endpoint, request, False))
+    if error := http.error_in(payload):
+        raise error
+    try:
+        choice = payload["choices"][0]
+        text = choice["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise ProviderError("malformed", "no choices") from None
+    return Completion(
+        text, _usage(payload.get("usage")) or Usage(), _finish(choice.get("finish_reason"))
+    )
+
+
+async def discover(endpoint: Endpoint) -> list[DiscoveredModel]:
+    payload = await http.get_json(endpoint, endpoint.base_url.rstrip("/") + "/models")
+    items = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        raise ProviderError("malformed", "model list has no data")
+    return [
+        DiscoveredModel(
+            str(item["id"]),
+            item.get("context_length") or item.get("max_model_len") or None,
+        )
+        for item in items
+        if isinstance(item, dict) and item.get("id")
+    ]

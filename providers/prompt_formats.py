@@ -1,0 +1,116 @@
+"""Chat prompt formats for raw-prompt backends, as data plus one renderer.
+
+llama.cpp's /completion (and Workers AI in raw mode) takes one string, so the
+conversation must be written out in the template the model was trained on,
+with that template's stop strings. Each format is a handful of templates in
+which `{content}` stands for a message's text.
+"""
+
+from dataclasses import dataclass
+
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    label: str
+    user: str
+    assistant: str
+    generation: str  # what the prompt ends with, for the model to continue
+    stop: tuple[str, ...]
+    system: str = ""  # a separate system block, or
+    merge_system: str = ""  # the system text folded into the first user turn
+    prefix: str = ""
+    default_system: str = ""
+    markers: tuple[str, ...] = ()  # control strings a message must not forge
+
+
+FORMATS: dict[str, PromptFormat] = {
+    "chatml": PromptFormat(
+        label="ChatML",
+        system="<|im_start|>system\n{content}<|im_end|>\n",
+        user="<|im_start|>user\n{content}<|im_end|>\n",
+        assistant="<|im_start|>assistant\n{content}<|im_end|>\n",
+        generation="<|im_start|>assistant\n",
+        stop=("<|im_end|>", "<|im_start|>"),
+        markers=("<|im_start|>", "<|im_end|>"),
+    ),
+    "alpaca": PromptFormat(
+        label="Alpaca",
+        system="{content}\n\n",
+        user="### Instruction:\n{content}\n\n",
+        assistant="### Response:\n{content}\n\n",
+        generation="### Response:\n",
+        stop=("### Instruction:", "### Response:"),
+        default_system="Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.",
+        markers=("### Instruction:", "### Response:"),
+    ),
+    "simple": PromptFormat(
+        label="Simple (User/Assistant)",
+        system="{content}\n\n",
+        user="User: {content}\n",
+        assistant="Assistant: {content}\n",
+        generation="Assistant:",
+        stop=("\nUser:", "\nAssistant:"),
+        markers=("\nUser:", "\nAssistant:"),
+    ),
+    "llama2": PromptFormat(
+        label="Llama 2 [INST]",
+        merge_system="<<SYS>>\n{system}\n<</SYS>>\n\n{content}",
+        user="<s>[INST] {content} [/INST]",
+        assistant=" {content} </s>",
+        generation="",
+        stop=("</s>", "[INST]"),
+        markers=("<s>", "</s>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>"),
+    ),
+    "mistral": PromptFormat(
+        label="Mistral [INST]",
+        prefix="<s>",
+        merge_system="{system}\n\n{content}",
+        user="[INST] {content} [/INST]",
+        assistant="{content}</s>",
+        generation="",
+        stop=("</s>", "[INST]"),
+        markers=("<s>", "</s>", "[INST]", "[/INST]"),
+    ),
+    "zephyr": PromptFormat(
+        label="Zephyr",
+        system="<|system|>\n{content}</s>\n",
+        user="<|user|>\n{content}</s>\n",
+        assistant="<|assistant|>\n{content}</s>\n",
+        generation="<|assistant|>\n",
+        stop=("</s>", "<|user|>"),
+        markers=("<|system|>", "<|user|>", "<|assistant|>", "</s>"),
+    ),
+}
+
+
+def neutralize(text: str, markers: tuple[str, ...]) -> str:
+    """Break up control strings inside a message so it cannot forge a turn."""
+    for marker in markers:
+        if marker in text:
+            text = text.replace(marker, marker[0] + ZERO_WIDTH_SPACE + marker[1:])
+    return text
+
+
+def render(format_key: str, messages: list[dict]) -> tuple[str, list[str]]:
+    """Write `messages` ({"role", "content"}) out as one prompt; return it and the stops."""
+    fmt = FORMATS[format_key]
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    system = neutralize(system, fmt.markers) or fmt.default_system
+    turns = [m for m in messages if m["role"] != "system"]
+
+    parts = [fmt.prefix]
+    if system and fmt.system:
+        parts.append(fmt.system.replace("{content}", system))
+    for index, message in enumerate(turns):
+        content = neutralize(message["content"], fmt.markers)
+        if message["role"] == "user":
+            if index == 0 and system and fmt.merge_system:
+                content = fmt.merge_system.format(system=system, content=content)
+            parts.append(fmt.user.replace("{content}", content))
+        else:
+            parts.append(fmt.assistant.replace("{content}", content))
+    parts.append(fmt.generation)
+    return "".join(parts), list(fmt.stop)

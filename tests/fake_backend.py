@@ -1,0 +1,432 @@
+"""A fake LLM server on real loopback HTTP, speaking all three wire formats.
+
+It is a small HTTP/1.1 server on asyncio streams (chunked responses, like the
+real servers), run in its own thread so that it works beside pytest's event
+loop, a daphne subprocess or the benchmark. The bytes it sends follow the
+transcripts captured from llama-server and llama-cpp-python in shared/.
+
+Knobs (see Behaviour) cover first-token delay, token rate, HTTP errors, error
+objects mid-stream, stalls, disconnects, malformed JSON, endless lines, events
+split across reads (mid UTF-8 character), CRLF and keep-alive comments. It
+records each request and when a client hung up, so tests can prove that
+"stop" closed the upstream connection.
+"""
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+DEFAULT_TOKENS = ["Hello", ",", " wor", "ld", "!", " Ça", " va", " 🙂", "?"]
+
+
+@dataclass
+class Behaviour:
+    tokens: list[str] = field(default_factory=lambda: list(DEFAULT_TOKENS))
+    first_token_delay: float = 0.0
+    token_interval: float = 0.0
+    status: int = 200  # an HTTP error instead of a reply
+    error: str = ""  # shapes the error body: auth, rate, context, server, bad
+    retry_after: str | None = None
+    error_after: int | None = None  # in-band error object after N tokens
+    stall_after: int | None = None  # go silent (connection open) after N tokens
+    disconnect_after: int | None = None  # drop the connection after N tokens
+    malformed_after: int | None = None  # invalid JSON after N tokens
+    endless_line_after: int | None = None  # a line that never ends after N tokens
+    empty_stream: bool = False  # 200 and no events at all
+    omit_end: bool = False  # no [DONE] / final stop event, clean close
+    split_bytes: bool = False  # every event split over several reads
+    crlf: bool = False
+    keepalive: bool = False  # ": keep-alive" comments between events
+    usage: bool = True
+    cost: float | None = None  # DeepInfra's usage.estimated_cost
+    usage_in_workers: bool = False
+    expected_key: str | None = None
+    models: list[str] = field(default_factory=lambda: ["fake-model"])
+    n_ctx: int = 4096
+    fail_first: int = 0  # answer the first N requests with `status`, then succeed
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict
+    body: dict | None
+    started: float
+    hung_up_at: float | None = None  # when the client closed before we finished
+
+
+class FakeBackend:
+    def __init__(self, **behaviour):
+        self.behaviour = Behaviour(**behaviour)
+        self.requests: list[Seen] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server = None
+        self.port = 0
+
+    # --- lifecycle ----------------------------------------------------------
+    def start(self) -> "FakeBackend":
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+        future.result(timeout=10)
+        return self
+
+    async def _start(self):
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop(self):
+        async def close():
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def configure(self, **changes):
+        self.behaviour = Behaviour(**changes)
+
+    def wait_for_hangup(self, timeout: float = 5.0) -> float | None:
+        """Seconds from the last request's start until the client hung up, or None."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.requests and self.requests[-1].hung_up_at is not None:
+                return self.requests[-1].hung_up_at
+            time.sleep(0.01)
+        return None
+
+    # --- HTTP plumbing -------------------------------------------------------
+    async def _handle(self, reader, writer):
+        try:
+            while await self._one_request(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _one_request(self, reader, writer) -> bool:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        raw = await reader.readexactly(int(headers.get("content-length", 0) or 0))
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        seen = Seen(method, urlsplit(target).path, headers, body, time.monotonic())
+        self.requests.append(seen)
+        watcher = asyncio.ensure_future(self._watch_hangup(reader, seen))
+        try:
+            keep_open = await self._route(seen, writer)
+        finally:
+            watcher.cancel()
+        return keep_open
+
+    async def _watch_hangup(self, reader, seen):
+        # While we answer, the client sends nothing more: EOF means it hung up.
+        if await reader.read(1) == b"":
+            seen.hung_up_at = time.monotonic() - seen.started
+
+    async def _respond(self, writer, status, payload, extra_headers=()):
+        data = json.dumps(payload).encode()
+        head = [f"HTTP/1.1 {status} X", "Content-Type: application/json"]
+        head += [f"Content-Length: {len(data)}", *extra_headers]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        await writer.drain()
+        return True
+
+    async def _start_stream(self, writer):
+        head = [
+            "HTTP/1.1 200 OK",
+            "Content-Type: text/event-stream",
+            "Transfer-Encoding: chunked",
+        ]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+
+    async def _chunk(self, writer, data: bytes):
+        b = self.behaviour
+        pieces = [data]
+        if b.split_bytes and len(data) > 3:
+            # Cut inside the event, and inside multi-byte characters when there are any.
+            cuts = sorted({1, len(data) // 2, len(data) - 2})
+            pieces = [data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        for piece in pieces:
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            await writer.drain()
+            if b.split_bytes:
+                await asyncio.sleep(0.002)
+
+    async def _event(self, writer, payload):
+        nl = "\r\n" if self.behaviour.crlf else "\n"
+        text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+        if self.behaviour.keepalive:
+            await self._chunk(writer, f": keep-alive{nl}{nl}".encode())
+        await self._chunk(writer, f"data: {text}{nl}{nl}".encode())
+
+    async def _end(self, writer):
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    # --- routing --------------------------------------------------------------
+    async def _route(self, seen, writer) -> bool:
+        b, path = self.behaviour, seen.path
+        fmt = (
+            "workers"
+            if "/ai/" in path
+            else "llamacpp"
+            if path in ("/completion", "/props")
+            else "openai"
+        )
+        if b.expected_key and seen.headers.get("authorization") != f"Bearer {b.expected_key}":
+            return await self._error(writer, fmt, 401, "auth", seen)
+        failing = b.status != 200 and (not b.fail_first or len(self.requests) <= b.fail_first)
+        if failing:
+            return await self._error(writer, fmt, b.status, b.error, seen)
+        if seen.method == "GET":
+            return await self._listing(writer, path)
+        body = seen.body or {}
+        if not body.get("stream"):
+            return await self._respond(writer, 200, self._whole(fmt, body))
+        await self._stream(writer, fmt, body)
+        return False  # a streamed body may have been cut short; never reuse
+
+    def _reply_tokens(self, body) -> tuple[list[str], bool]:
+        limit = body.get("max_tokens") or body.get("n_predict") or -1
+        tokens = self.behaviour.tokens
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            return tokens[:limit], True
+        return tokens, False
+
+    def _prompt_tokens(self, body) -> int:
+        text = body.get("prompt") or " ".join(
+            m.get("content", "") for m in body.get("messages", [])
+        )
+        return max(1, len(str(text).split()))
+
+    async def _stream(self, writer, fmt, body):
+        b = self.behaviour
+        await self._start_stream(writer)
+        if b.empty_stream:
+            return await self._end(writer)
+        tokens, truncated = self._reply_tokens(body)
+        if fmt == "openai":
+            await self._event(writer, self._openai_chunk({"role": "assistant"}))
+        await asyncio.sleep(b.first_token_delay)
+        for index, token in enumerate(tokens):
+            if index and b.token_interval:
+                await asyncio.sleep(b.token_interval)
+            if await self._fault(writer, fmt, index):
+                return
+            await self._event(writer, self._token_event(fmt, token, index, body))
+        if await self._fault(writer, fmt, len(tokens)):
+            return
+        if not b.omit_end:
+            for event in self._closing_events(fmt, body, len(tokens), truncated):
+                await self._event(writer, event)
+        await self._end(writer)
+
+    async def _fault(self, writer, fmt, index) -> bool:
+        """Inject the configured fault before token `index`; True if the reply is over."""
+        b = self.behaviour
+        if b.error_after == index:
+            await self._event(writer, self._error_body(fmt, "server"))
+            await self._end(writer)
+            return True
+        if b.malformed_after == index:
+            await self._event(writer, '{"choices": [{"delta": {"content": "x"')
+            await self._end(writer)
+            return True
+        if b.disconnect_after == index:
+            writer.transport.abort()
+            return True
+        if b.stall_after == index:
+            await asyncio.sleep(3600)
+        if b.endless_line_after == index:
+            await self._chunk(writer, b"data: ")
+            for _ in range(4096):  # up to 256 MiB, far past any sane cap
+                await self._chunk(writer, b"x" * 65536)
+            return True
+        return False
+
+    # --- bodies, per wire format ------------------------------------------
+    def _openai_chunk(self, delta, finish=None, usage=None, choices=True):
+        chunk = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1795313966,
+            "model": "fake-model",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            if choices
+            else [],
+        }
+        if usage:
+            chunk["usage"] = usage
+        return chunk
+
+    def _token_event(self, fmt, token, index, body):
+        if fmt == "openai":
+            return self._openai_chunk({"content": token})
+        if fmt == "llamacpp":
+            return {
+                "index": 0,
+                "content": token,
+                "tokens": [index],
+                "stop": False,
+                "id_slot": -1,
+                "tokens_predicted": index + 1,
+                "tokens_evaluated": self._prompt_tokens(body),
+            }
+        return {"response": token}
+
+    def _usage(self, body, completion):
+        usage = {
+            "prompt_tokens": self._prompt_tokens(body),
+            "completion_tokens": completion,
+            "total_tokens": self._prompt_tokens(body) + completion,
+        }
+        if self.behaviour.cost is not None:
+            usage["estimated_cost"] = self.behaviour.cost
+        return usage
+
+    def _closing_events(self, fmt, body, count, truncated):
+        b = self.behaviour
+        if fmt == "openai":
+            events = [self._openai_chunk({}, finish="length" if truncated else "stop")]
+            if b.usage and (body.get("stream_options") or {}).get("include_usage"):
+                events.append(self._openai_chunk({}, usage=self._usage(body, count), choices=False))
+            return [*events, "[DONE]"]
+        if fmt == "llamacpp":
+            return [
+                {
+                    "index": 0,
+                    "content": "",
+                    "stop": True,
+                    "stop_type": "limit" if truncated else "eos",
+                    "stopping_word": "",
+                    "tokens_predicted": count,
+                    "tokens_evaluated": self._prompt_tokens(body),
+                    "truncated": False,
+                    "timings": {"predicted_n": count},
+                }
+            ]
+        events = []
+        if b.usage_in_workers:
+            events.append({"response": "", "usage": self._usage(body, count)})
+        return [*events, "[DONE]"]
+
+    def _whole(self, fmt, body):
+        tokens, truncated = self._reply_tokens(body)
+        text = "".join(tokens)
+        if fmt == "openai":
+            return {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": "fake-model",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "length" if truncated else "stop",
+                    }
+                ],
+                "usage": self._usage(body, len(tokens)),
+            }
+        if fmt == "llamacpp":
+            return {
+                "content": text,
+                "stop": True,
+                "stop_type": "limit" if truncated else "eos",
+                "tokens_predicted": len(tokens),
+                "tokens_evaluated": self._prompt_tokens(body),
+            }
+        result = {"response": text}
+        if self.behaviour.usage_in_workers:
+            result["usage"] = self._usage(body, len(tokens))
+        return {"result": result, "success": True, "errors": [], "messages": []}
+
+    async def _listing(self, writer, path):
+        b = self.behaviour
+        if path.endswith("/ai/models/search"):
+            result = [{"name": name, "task": {"name": "Text Generation"}} for name in b.models]
+            return await self._respond(writer, 200, {"result": result, "success": True})
+        if path == "/props":
+            return await self._respond(
+                writer,
+                200,
+                {"model_alias": b.models[0], "default_generation_settings": {"n_ctx": b.n_ctx}},
+            )
+        if path.endswith("/models"):
+            data = [
+                {"id": name, "object": "model", "meta": {"n_ctx": b.n_ctx}} for name in b.models
+            ]
+            return await self._respond(writer, 200, {"object": "list", "data": data})
+        return await self._respond(writer, 404, self._error_body("llamacpp", "missing"))
+
+    def _error_body(self, fmt, kind, key=""):
+        if fmt == "workers":
+            codes = {
+                "auth": (10000, "Authentication error"),
+                "rate": (3036, "Rate limited"),
+                "bad": (5007, "No such model or task"),
+            }
+            code, message = codes.get(kind, (3040, "Capacity temporarily exceeded"))
+            if kind == "context":
+                code, message = 5006, "Input is too long for this model's context window"
+            return {
+                "result": None,
+                "success": False,
+                "errors": [{"code": code, "message": message}],
+            }
+        if kind == "context" and fmt == "llamacpp":
+            return {
+                "error": {
+                    "code": 400,
+                    "message": "request (5031 tokens) exceeds the available context size "
+                    "(512 tokens), try increasing it",
+                    "type": "exceed_context_size_error",
+                    "n_prompt_tokens": 5031,
+                    "n_ctx": 512,
+                }
+            }
+        shapes = {
+            "auth": ("invalid_request_error", "invalid_api_key", f"Incorrect API key: {key}"),
+            "rate": ("rate_limit_error", "rate_limit_exceeded", "Rate limit reached"),
+            "context": (
+                "invalid_request_error",
+                "context_length_exceeded",
+                "This model's maximum context length is 2048 tokens.",
+            ),
+            "bad": ("invalid_request_error", "", "Unsupported parameter"),
+            "missing": ("not_found_error", 404, "File Not Found"),
+        }
+        kind_type, code, message = shapes.get(kind, ("server_error", 500, "Internal error"))
+        return {"error": {"message": message, "type": kind_type, "code": code}}
+
+    async def _error(self, writer, fmt, status, kind, seen):
+        key = seen.headers.get("authorization", "")  # echoed, as some real servers do
+        extra = [f"Retry-After: {self.behaviour.retry_after}"] if self.behaviour.retry_after else []
+        return await self._respond(writer, status, self._error_body(fmt, kind, key), extra)
