@@ -12,6 +12,13 @@ from providers.crypto import UndecryptableKeyError
 from providers.models import Model, Provider
 
 
+def _https_urls(field, **kwargs):
+    """Bare host names in URL fields mean https (Django 6's default, without the warning)."""
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
+
+
 class ProviderForm(forms.ModelForm):
     api_key = forms.CharField(
         required=False,
@@ -24,6 +31,7 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
+        formfield_callback = _https_urls
         fields = (
             "name",
             "wire_format",
