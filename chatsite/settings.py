@@ -87,6 +87,18 @@ LOGOUT_REDIRECT_URL = "login"
 # The very first account on an empty site is always allowed and becomes the admin.
 SIGNUP_POLICY = env.env_choice("SIGNUP_POLICY", "open", ("open", "approval", "closed"))
 
+# Chat limits. Each is an environment variable of the same name (see README).
+MAX_CONCURRENT_GENERATIONS = env.env_int("MAX_CONCURRENT_GENERATIONS", 2, minimum=1)
+MAX_MESSAGE_CHARS = env.env_int("MAX_MESSAGE_CHARS", 32_000, minimum=100)
+DEFAULT_CONTEXT_WINDOW = env.env_int("DEFAULT_CONTEXT_WINDOW", 4096, minimum=256)
+DEFAULT_REPLY_RESERVE = env.env_int("DEFAULT_REPLY_RESERVE", 1024, minimum=16)
+# Streaming: the first token goes at once, later ones in batches this far apart;
+# the growing text is saved at most this often.
+STREAM_BATCH_SECONDS = 0.04
+STREAM_SAVE_SECONDS = 1.0
+# A streaming reply whose row has not been touched for this long lost its process.
+STREAM_STALE_SECONDS = 30
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -26,3 +26,25 @@ def fake(fake_server):
     fake_server.configure()
     fake_server.requests.clear()
     return fake_server
+
+
+@pytest.fixture
+def chat_model(db, fake):
+    """An enabled OpenAI-compatible model served by the loopback fake."""
+    from providers.models import Model, Provider
+
+    provider = Provider.objects.create(
+        name="Fake",
+        wire_format="openai",
+        base_url=fake.url + "/v1",
+        requires_key=False,
+        enabled=True,
+    )
+    return Model.objects.create(
+        provider=provider,
+        remote_id="fake-model",
+        display_name="Fake Model",
+        enabled=True,
+        context_window=8192,
+        default_max_tokens=None,
+    )

@@ -1,0 +1,300 @@
+"""Generation jobs: one asyncio task per reply, independent of any socket.
+
+A job reads the provider's stream, keeps the growing text, saves it at most
+about once a second (and at the end), and publishes numbered, coalesced deltas
+to the conversation's channel-layer group: the first token at once, then one
+batch every STREAM_BATCH_SECONDS. Sockets only subscribe, so closing a tab does
+not stop a reply.
+
+Each job also listens on the group `job.<message id>` for two commands that may
+come from any process: `job.stop` (cancel the stream, which closes the upstream
+connection) and `job.snapshot` (send the text so far and its sequence number to
+a socket that is joining, so it can drop deltas it already has).
+"""
+
+import asyncio
+import logging
+import time
+from contextlib import aclosing, suppress
+from dataclasses import dataclass
+from decimal import Decimal
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DatabaseError
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from chat.models import Message
+from providers import client
+from providers.base import ChatRequest, Endpoint, Finish, ProviderError, TextDelta, Usage
+
+log = logging.getLogger(__name__)
+Status = Message.Status
+
+JOBS: dict[int, "Job"] = {}  # this process's running jobs, by message id
+FINAL_SAVE_ATTEMPTS = 8  # the database may be briefly away; the text waits in memory
+
+
+def job_group(message_id: int) -> str:
+    return f"job.{message_id}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a job needs, read from the ORM before it starts."""
+
+    message_id: int
+    group: str  # the conversation's group
+    endpoint: Endpoint
+    request: ChatRequest
+    price_in: Decimal | None = None  # per million tokens
+    price_out: Decimal | None = None
+    prompt_estimate: int = 0
+
+
+class Job:
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.flushed: list[str] = []  # text already published, in order
+        self.pending: list[str] = []  # text received, not yet published
+        self.seq = 0  # number of deltas published
+        self.usage = Usage()
+        self.finish = ""
+        self.status = Status.STREAMING
+        self.error: ProviderError | None = None
+        self.stop_requested = False
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self.done = False
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.saved_chars = 0
+        self.last_save = time.monotonic()
+
+    @property
+    def message_id(self) -> int:
+        return self.plan.message_id
+
+    def text(self) -> str:
+        return "".join(self.flushed) + "".join(self.pending)
+
+    # --- reading the provider ----------------------------------------------
+    async def pump(self):
+        try:
+            async with aclosing(client.stream(self.plan.endpoint, self.plan.request)) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        if self.first_token_at is None:
+                            self.first_token_at = time.monotonic()
+                        self.pending.append(event.text)
+                        self.wakeup.set()
+                    elif isinstance(event, Usage):
+                        self.usage = event
+                    elif isinstance(event, Finish):
+                        self.finish = event.reason
+            self.status = Status.COMPLETE
+        except ProviderError as error:
+            log.warning("reply %s failed: %s", self.message_id, error)
+            self.status, self.error = Status.ERROR, error
+        except asyncio.CancelledError:
+            if not self.stop_requested:
+                self.status = Status.INTERRUPTED  # the process is going away
+                raise
+            self.status = Status.STOPPED
+        except Exception:
+            log.exception("reply %s crashed", self.message_id)
+            self.status = Status.ERROR
+            self.error = ProviderError("malformed", "unexpected failure")
+
+    # --- publishing ----------------------------------------------------------
+    async def publish_loop(self):
+        """First token at once, then at most one delta per batch interval."""
+        while not self.done:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            await self.flush()
+            if not self.done:
+                await asyncio.sleep(settings.STREAM_BATCH_SECONDS)
+        await self.flush()
+
+    async def flush(self):
+        if not self.pending:
+            return
+        text = "".join(self.pending)
+        self.pending.clear()
+        self.flushed.append(text)
+        self.seq += 1
+        event = {"type": "gen.delta", "message_id": self.message_id, "seq": self.seq, "text": text}
+        await _send_quietly(self.plan.group, event)
+
+    async def listen(self, channel: str, pump: asyncio.Task):
+        layer = get_channel_layer()
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the channel layer is restarting: keep trying
+                await asyncio.sleep(0.5)
+                continue
+            if message.get("type") == "job.stop":
+                self.stop_requested = True
+                pump.cancel()
+            elif message.get("type") == "job.snapshot":
+                snapshot = {
+                    "type": "gen.snapshot",
+                    "message_id": self.message_id,
+                    "seq": self.seq,
+                    "text": "".join(self.flushed),
+                }
+                with suppress(Exception):
+                    await layer.send(message["reply_to"], snapshot)
+
+    # --- saving ----------------------------------------------------------------
+    async def save_loop(self):
+        """Save the growing text about once a second; touch the row now and then as a heartbeat."""
+        heartbeat = settings.STREAM_STALE_SECONDS / 3
+        while True:
+            await asyncio.sleep(settings.STREAM_SAVE_SECONDS)
+            text = self.text()
+            if len(text) == self.saved_chars and time.monotonic() - self.last_save < heartbeat:
+                continue
+            try:
+                await save_partial(self.message_id, text)
+            except DatabaseError:
+                log.warning("could not save reply %s; will retry", self.message_id)
+                continue
+            self.saved_chars, self.last_save = len(text), time.monotonic()
+
+    def final_fields(self) -> dict:
+        text = self.text()
+        ended = time.monotonic()
+        prompt = self.usage.prompt_tokens
+        completion = self.usage.completion_tokens
+        estimated = prompt is None or completion is None
+        if prompt is None:
+            prompt = self.plan.prompt_estimate
+        if completion is None:
+            completion = max(1, len(text) // 4) if text else 0
+        fields = {
+            "content": text,
+            "status": self.status,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "tokens_estimated": estimated,
+            "cost": self._cost(prompt, completion),
+            "finish_reason": self.finish,
+            "updated": timezone.now(),
+        }
+        if self.first_token_at is not None:
+            fields["ttft_ms"] = round((self.first_token_at - self.started) * 1000)
+            streaming_time = ended - self.first_token_at
+            if streaming_time > 0 and completion > 1:
+                fields["tokens_per_second"] = round((completion - 1) / streaming_time, 1)
+        if self.error is not None:
+            fields["error_kind"] = self.error.kind
+            fields["error_message"] = self.error.message[:300]
+        return fields
+
+    def _cost(self, prompt: int, completion: int) -> Decimal | None:
+        if self.usage.cost is not None:
+            return self.usage.cost
+        if self.plan.price_in is None and self.plan.price_out is None:
+            return None
+        million = Decimal(1_000_000)
+        return (
+            (self.plan.price_in or 0) * prompt + (self.plan.price_out or 0) * completion
+        ) / million
+
+
+async def _send_quietly(group: str, event: dict):
+    """Publish; a channel-layer hiccup must not lose the reply (sockets resync on rejoin)."""
+    try:
+        await get_channel_layer().group_send(group, event)
+    except Exception:
+        log.warning("could not publish to %s", group)
+
+
+@database_sync_to_async
+def save_partial(message_id: int, text: str):
+    Message.objects.filter(pk=message_id, status=Status.STREAMING).update(
+        content=text, updated=timezone.now()
+    )
+
+
+@database_sync_to_async
+def save_final(message_id: int, fields: dict):
+    Message.objects.filter(pk=message_id).update(**fields)
+
+
+@database_sync_to_async
+def render_final(message_id: int) -> str:
+    message = Message.objects.select_related("conversation").get(pk=message_id)
+    return render_to_string("chat/ws/replace_message.html", {"message": message, "last": True})
+
+
+async def run(job: Job):
+    layer = get_channel_layer()
+    control = await layer.new_channel()
+    await layer.group_add(job_group(job.message_id), control)
+    pump = asyncio.create_task(job.pump())
+    helpers = [
+        asyncio.create_task(job.publish_loop()),
+        asyncio.create_task(job.save_loop()),
+        asyncio.create_task(job.listen(control, pump)),
+    ]
+    try:
+        await asyncio.shield(pump)
+    except asyncio.CancelledError:
+        pump.cancel()  # this process is shutting down: keep the text as interrupted
+        job.status = Status.INTERRUPTED
+    finally:
+        job.done = True
+        job.wakeup.set()
+        await helpers[0]  # the last delta goes out before the final message
+        for helper in helpers[1:]:
+            helper.cancel()
+        await _finish(job)
+        with suppress(Exception):
+            await layer.group_discard(job_group(job.message_id), control)
+        JOBS.pop(job.message_id, None)
+
+
+async def _finish(job: Job):
+    fields = job.final_fields()
+    for attempt in range(FINAL_SAVE_ATTEMPTS):
+        try:
+            await save_final(job.message_id, fields)
+            break
+        except DatabaseError:
+            log.warning("final save of reply %s failed (attempt %d)", job.message_id, attempt + 1)
+            await asyncio.sleep(min(0.25 * 2**attempt, 5))
+    else:
+        log.error("reply %s could not be saved; it stays streaming until recovery", job.message_id)
+        return
+    try:
+        html = await render_final(job.message_id)
+    except Exception:
+        log.exception("could not render reply %s", job.message_id)
+        return
+    await _send_quietly(
+        job.plan.group,
+        {"type": "gen.done", "message_id": job.message_id, "status": job.status, "html": html},
+    )
+
+
+def start(plan: Plan) -> Job:
+    job = Job(plan)
+    JOBS[plan.message_id] = job
+    job.task = asyncio.get_running_loop().create_task(run(job))
+    return job
+
+
+async def request_stop(message_id: int):
+    await _send_quietly(job_group(message_id), {"type": "job.stop"})
+
+
+async def request_snapshot(message_id: int, reply_to: str):
+    await _send_quietly(job_group(message_id), {"type": "job.snapshot", "reply_to": reply_to})

@@ -1,0 +1,95 @@
+"""Replies whose process died: mark them `interrupted`, keeping their text.
+
+With the in-memory channel layer there is exactly one process, so any reply
+still `streaming` that this process is not running is an orphan. With Redis
+there may be several processes; a running job touches its row at least every
+STREAM_STALE_SECONDS / 3, so a row untouched for STREAM_STALE_SECONDS is one.
+Every process runs the sweep when its first socket opens and then every few
+seconds, and the conversation page runs it before it renders.
+"""
+
+import asyncio
+import logging
+import weakref
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DatabaseError
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from chat import generation
+from chat.models import Message
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 10
+INTERRUPTED_NOTE = "The server restarted while this reply was being written."
+
+_sweepers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def single_process() -> bool:
+    return settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("InMemoryChannelLayer")
+
+
+def recover_orphans() -> list[Message]:
+    orphans = Message.objects.filter(status=Message.Status.STREAMING).exclude(
+        pk__in=list(generation.JOBS)
+    )
+    if not single_process():
+        stale = timezone.now() - timedelta(seconds=settings.STREAM_STALE_SECONDS)
+        orphans = orphans.filter(updated__lt=stale)
+    ids = list(orphans.values_list("pk", flat=True))
+    if not ids:
+        return []
+    Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
+        status=Message.Status.INTERRUPTED, error_message=INTERRUPTED_NOTE, updated=timezone.now()
+    )
+    recovered = list(Message.objects.filter(pk__in=ids).select_related("conversation"))
+    log.info("marked %d orphaned replies interrupted", len(recovered))
+    return recovered
+
+
+@database_sync_to_async
+def _recover_and_render() -> list[tuple[Message, str]]:
+    return [
+        (m, render_to_string("chat/ws/replace_message.html", {"message": m, "last": True}))
+        for m in recover_orphans()
+    ]
+
+
+async def sweep_once():
+    try:
+        recovered = await _recover_and_render()
+    except DatabaseError:
+        log.warning("orphan sweep skipped: database unavailable")
+        return
+    layer = get_channel_layer()
+    for message, html in recovered:
+        event = {
+            "type": "gen.done",
+            "message_id": message.pk,
+            "status": message.status,
+            "html": html,
+        }
+        try:
+            await layer.group_send(message.conversation.group, event)
+        except Exception:
+            log.warning("could not announce recovered reply %s", message.pk)
+
+
+async def _sweep_forever():
+    while True:
+        await sweep_once()
+        await asyncio.sleep(SWEEP_SECONDS)
+
+
+def ensure_sweeper():
+    loop = asyncio.get_running_loop()
+    task = _sweepers.get(loop)
+    if task is None or task.done():
+        _sweepers[loop] = loop.create_task(_sweep_forever())
