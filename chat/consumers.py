@@ -145,6 +145,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # The edited question is re-rendered in place of its old self.
         await self.begin(plan, remove=[*removed, messages[0].pk], append=messages)
 
+    async def command_sync(self, content):
+        """The page says what it shows (sent on every connect); fill in what it missed."""
+        finished, newer = await _run(
+            turns.sync_state, self.conversation.pk, content.get("after"), content.get("streaming")
+        )
+        for message in finished:
+            html = await database_sync_to_async(_render)("replace_message", message=message)
+            await self.send(text_data=html)
+        if newer:
+            await self.send(text_data=await _render_messages(newer))
+        for message_id in [int(i) for i in content.get("streaming") or []] + [
+            m.pk for m in newer if m.is_streaming
+        ]:
+            if message_id not in {m.pk for m in finished} and message_id not in self.waiting:
+                if await _run(turns.is_streaming, self.conversation.pk, message_id):
+                    await self.resync(message_id)
+
     async def command_stop(self, content):
         message_id = await _run(
             turns.stoppable, self.user, self.conversation.pk, content.get("message_id")

@@ -13,6 +13,7 @@ a socket that is joining, so it can drop deltas it already has).
 """
 
 import asyncio
+import contextvars
 import logging
 import time
 from contextlib import aclosing, suppress
@@ -26,6 +27,7 @@ from django.db import DatabaseError
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from chat import titles
 from chat.models import Message
 from providers import client
 from providers.base import ChatRequest, Endpoint, Finish, ProviderError, TextDelta, Usage
@@ -52,6 +54,7 @@ class Plan:
     price_in: Decimal | None = None  # per million tokens
     price_out: Decimal | None = None
     prompt_estimate: int = 0
+    title_for: tuple | None = None  # (conversation id, first question, provisional title)
 
 
 class Job:
@@ -260,6 +263,11 @@ async def run(job: Job):
         with suppress(Exception):
             await layer.group_discard(job_group(job.message_id), control)
         JOBS.pop(job.message_id, None)
+    if job.plan.title_for and job.status == Status.COMPLETE:
+        conversation_id, question, provisional = job.plan.title_for
+        await titles.generate(
+            job.plan.endpoint, job.plan.request.model, conversation_id, question, provisional
+        )
 
 
 async def _finish(job: Job):
@@ -286,10 +294,22 @@ async def _finish(job: Job):
 
 
 def start(plan: Plan) -> Job:
+    """Run the reply in the background, outliving the request or socket that asked for it.
+
+    The task gets a fresh context: Django runs each request inside asgiref's
+    ThreadSensitiveContext, and a task that inherited it could not reach the
+    database once the request that started it had finished.
+    """
     job = Job(plan)
     JOBS[plan.message_id] = job
-    job.task = asyncio.get_running_loop().create_task(run(job))
+    job.task = asyncio.get_running_loop().create_task(run(job), context=contextvars.Context())
+    job.task.add_done_callback(_log_crash)
     return job
+
+
+def _log_crash(task: asyncio.Task):
+    if not task.cancelled() and task.exception() is not None:
+        log.error("generation job crashed", exc_info=task.exception())
 
 
 async def request_stop(message_id: int):

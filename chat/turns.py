@@ -121,7 +121,7 @@ def _history(conversation: Conversation, before_id: int | None = None) -> list[d
     return [{"role": m.role, "content": m.content} for m in messages.order_by("id")]
 
 
-def _plan(conversation, model, history, assistant: Message, prompt) -> Plan:
+def _plan(conversation, model, history, assistant: Message, prompt, title_for=None) -> Plan:
     params, max_tokens = _sampling(conversation, model)
     request = ChatRequest(
         model=model.remote_id,
@@ -139,6 +139,7 @@ def _plan(conversation, model, history, assistant: Message, prompt) -> Plan:
         price_in=model.price_input_per_mtok,
         price_out=model.price_output_per_mtok,
         prompt_estimate=prompt.estimated_tokens,
+        title_for=title_for,
     )
 
 
@@ -191,8 +192,10 @@ def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], 
         conversation=conversation, role=Message.Role.USER, content=content
     )
     reply = _new_reply(conversation, model, prompt)
+    first = not conversation.title
     _touch(conversation, model, preference, content)
-    return [question, reply], _plan(conversation, model, history, reply, prompt)
+    title_for = (conversation.pk, content, conversation.title) if first else None
+    return [question, reply], _plan(conversation, model, history, reply, prompt, title_for)
 
 
 @transaction.atomic
@@ -253,3 +256,34 @@ def mark_user_streams(user_id) -> list[int]:
             Q(conversation__owner_id=user_id), status=Status.STREAMING
         ).values_list("pk", flat=True)
     )
+
+
+@transaction.atomic
+def start_conversation(user, content, model_id=None) -> tuple[Conversation, list[Message], Plan]:
+    """A new conversation with its first question; nothing is kept if the send is refused."""
+    conversation = Conversation.objects.create(owner=user)
+    messages, plan = send(user, conversation.pk, content, model_id)
+    return conversation, messages, plan
+
+
+def sync_state(conversation_id, after, streaming) -> tuple[list[Message], list[Message]]:
+    """What a page that shows messages up to `after` (some of them `streaming`) is missing.
+
+    Returns (messages it shows as streaming that have since finished, messages newer
+    than `after`). Ids from elsewhere are ignored: only this conversation's rows match.
+    """
+    try:
+        after = int(after or 0)
+        streaming = [int(i) for i in (streaming or [])][:100]
+    except (TypeError, ValueError):
+        raise Refused("That was not a valid command.") from None
+    mine = Message.objects.filter(conversation_id=conversation_id)
+    finished = list(mine.filter(pk__in=streaming).exclude(status=Status.STREAMING))
+    newer = list(mine.filter(pk__gt=after).order_by("id")[:200])
+    return finished, newer
+
+
+def is_streaming(conversation_id, message_id) -> bool:
+    return Message.objects.filter(
+        pk=message_id, conversation_id=conversation_id, status=Status.STREAMING
+    ).exists()

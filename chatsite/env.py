@@ -83,6 +83,8 @@ def database(name: str, sqlite_path: Path) -> dict:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": sqlite_path,
+            # A file, not memory, so a server started by the tests shares it.
+            "TEST": {"NAME": sqlite_path.with_name("test-" + sqlite_path.name)},
             "OPTIONS": {
                 # WAL lets the generation jobs write while pages read; IMMEDIATE
                 # avoids "database is locked" on read-then-write transactions.

@@ -69,7 +69,9 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.database("DATABASE_URL", LOCAL_DIR / "db.sqlite3")}
+DATABASES = {
+    "default": env.database("DATABASE_URL", env.env_path("SQLITE_PATH") or LOCAL_DIR / "db.sqlite3")
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CHANNEL_LAYERS = {"default": env.channel_layer("REDIS_URL")}
 

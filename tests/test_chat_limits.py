@@ -138,7 +138,8 @@ async def test_edit_and_resend_replaces_the_later_turns(owner, chat_model, fake)
         )
     )()
     assert thread == [("user", "better question"), ("assistant", "Hello, world! Ça va 🙂?")]
-    sent = fake.requests[-1].body["messages"]
+    streamed = [r for r in fake.requests if r.body and r.body.get("stream")]
+    sent = streamed[-1].body["messages"]
     assert [m["content"] for m in sent] == ["better question"]
     await tab.close()
 
