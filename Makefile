@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: run test lint check pytest bench chromium catalog clean
+.PHONY: run test lint check pytest bench bench-page chromium catalog clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ test: lint check pytest
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)
+
+bench-page: $(VENV)/.dev
+	$(BIN)/python -m bench.page_load
 
 clean:
 	rm -rf $(VENV) .local staticfiles artifacts .pytest_cache .ruff_cache

@@ -3,7 +3,7 @@ conversations, so another user's id is simply a 404."""
 
 import json
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
@@ -81,14 +81,14 @@ def home(request):
 async def new_chat(request):
     user = await request.auser()
     try:
-        conversation, _, plan = await database_sync_to_async(turns.start_conversation)(
+        conversation, _, plan = await sync_to_async(turns.start_conversation)(
             user, request.POST.get("content", ""), request.POST.get("model")
         )
     except turns.Refused as refusal:
-        context = await database_sync_to_async(_page_context)(request)
+        context = await sync_to_async(_page_context)(request)
         context["error"] = str(refusal)
         context["draft"] = request.POST.get("content", "")
-        return await database_sync_to_async(render)(request, "chat/page.html", context, status=400)
+        return await sync_to_async(render)(request, "chat/page.html", context, status=400)
     generation.start(plan)
     return redirect("conversation", conversation_id=conversation.pk)
 
