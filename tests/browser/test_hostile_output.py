@@ -63,7 +63,8 @@ def test_the_chat_page_first_load_is_under_150_kb(page, chat_model, fake):
         page.evaluate(
             """() => [performance.getEntriesByType('navigation')[0],
                        ...performance.getEntriesByType('resource')]
-                .filter(e => e.entryType === 'navigation' || ['script', 'link'].includes(e.initiatorType))
+                .filter(e => e.entryType === 'navigation'
+                        || ['script', 'link'].includes(e.initiatorType))
                 .map(e => [e.name, e.decodedBodySize])"""
         )
     )
