@@ -15,6 +15,8 @@ from django.db import transaction
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from chat import throttle
+
 PENDING_MESSAGE = "Your account is waiting for an administrator's approval."
 
 
@@ -28,12 +30,24 @@ class LoginForm(AuthenticationForm):
     """Says "waiting for approval" instead of "wrong password" to pending accounts."""
 
     def clean(self):
+        username = self.cleaned_data.get("username") or ""
+        address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
+        wait = throttle.locked_for(username, address)
+        if wait:
+            minutes = max(1, round(wait / 60))
+            raise ValidationError(
+                f"Too many failed attempts. Try again in {minutes} minute{'s' * (minutes != 1)}.",
+                code="throttled",
+            )
         try:
-            return super().clean()
+            cleaned = super().clean()
         except ValidationError:
             if self._is_pending_account():
                 raise ValidationError(PENDING_MESSAGE, code="inactive") from None
+            throttle.record_failure(username, address)
             raise
+        throttle.clear(username, address)
+        return cleaned
 
     def _is_pending_account(self) -> bool:
         username = self.cleaned_data.get("username")

@@ -23,12 +23,12 @@ from decimal import Decimal
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from chat import titles
-from chat.models import Message
+from chat.models import Message, UsageRecord
 from providers import client
 from providers.base import ChatRequest, Endpoint, Finish, ProviderError, TextDelta, Usage
 
@@ -201,6 +201,25 @@ class Job:
             fields["error_message"] = self.error.message[:300]
         return fields
 
+    def ledger_fields(self, fields: dict) -> dict:
+        """The ledger row's final numbers, from the message's."""
+        if self.usage.cost is not None:
+            source = UsageRecord.CostSource.PROVIDER
+        elif fields["cost"] is not None:
+            source = UsageRecord.CostSource.PRICES
+        else:
+            source = UsageRecord.CostSource.NONE
+        return {
+            "prompt_tokens": fields["prompt_tokens"],
+            "completion_tokens": fields["completion_tokens"],
+            "tokens_estimated": fields["tokens_estimated"],
+            "cost": fields["cost"] or 0,
+            "cost_source": source,
+            "latency_ms": fields.get("ttft_ms"),
+            "duration_ms": round((time.monotonic() - self.started) * 1000),
+            "status": fields["status"],
+        }
+
     def _cost(self, prompt: int, completion: int) -> Decimal | None:
         if self.usage.cost is not None:
             return self.usage.cost
@@ -228,8 +247,10 @@ def save_partial(message_id: int, text: str):
 
 
 @database_sync_to_async
-def save_final(message_id: int, fields: dict):
-    Message.objects.filter(pk=message_id).update(**fields)
+def save_final(message_id: int, fields: dict, ledger: dict):
+    with transaction.atomic():
+        Message.objects.filter(pk=message_id).update(**fields)
+        UsageRecord.objects.filter(message_id=message_id).update(**ledger)
 
 
 @database_sync_to_async
@@ -272,9 +293,10 @@ async def run(job: Job):
 
 async def _finish(job: Job):
     fields = job.final_fields()
+    ledger = job.ledger_fields(fields)
     for attempt in range(FINAL_SAVE_ATTEMPTS):
         try:
-            await save_final(job.message_id, fields)
+            await save_final(job.message_id, fields, ledger)
             break
         except DatabaseError:
             log.warning("final save of reply %s failed (attempt %d)", job.message_id, attempt + 1)

@@ -105,3 +105,81 @@ class Preference(models.Model):
 
     def __str__(self):
         return f"preferences of {self.user}"
+
+
+class Quota(models.Model):
+    """Limits for one user, or defaults for a group. Empty fields mean no limit.
+
+    A user's own quota wins field by field; otherwise the most generous of their
+    groups' quotas applies. Staff without a quota of their own are exempt.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="quota",
+    )
+    group = models.OneToOneField(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="quota"
+    )
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveIntegerField(null=True, blank=True)
+    cost_per_month = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    max_concurrent = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Replies at once; empty uses MAX_CONCURRENT_GENERATIONS."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False) ^ models.Q(group__isnull=False),
+                name="quota_for_user_xor_group",
+            )
+        ]
+
+    def __str__(self):
+        return f"quota for {self.user or self.group}"
+
+
+class UsageRecord(models.Model):
+    """The ledger: one row per reply, kept when the message is deleted."""
+
+    class CostSource(models.TextChoices):
+        PROVIDER = "provider"
+        PRICES = "prices"
+        NONE = "none"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records"
+    )
+    message = models.OneToOneField(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    )
+    model = models.ForeignKey(
+        "providers.Model", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model_name = models.CharField(max_length=200)
+    provider_name = models.CharField(max_length=100)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    tokens_estimated = models.BooleanField(default=False)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    cost_source = models.CharField(max_length=10, choices=CostSource.choices)
+    latency_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Time to first token."
+    )
+    duration_ms = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=12, choices=Message.Status.choices)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "created"], name="usage_user_time")]
+
+    def __str__(self):
+        return f"{self.user} {self.model_name} {self.created:%Y-%m-%d %H:%M}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

@@ -1,7 +1,8 @@
 """Replies whose process died: mark them `interrupted`, keeping their text.
 
 With the in-memory channel layer there is exactly one process, so any reply
-still `streaming` that this process is not running is an orphan. With Redis
+still `streaming` that this process is not running (and that is more than a few
+seconds old) is an orphan. With Redis
 there may be several processes; a running job touches its row at least every
 STREAM_STALE_SECONDS / 3, so a row untouched for STREAM_STALE_SECONDS is one.
 Every process runs the sweep when its first socket opens and then every few
@@ -21,10 +22,11 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from chat import generation
-from chat.models import Message
+from chat.models import Message, UsageRecord
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 10
+GRACE_SECONDS = 5
 INTERRUPTED_NOTE = "The server restarted while this reply was being written."
 
 _sweepers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = (
@@ -37,18 +39,25 @@ def single_process() -> bool:
 
 
 def recover_orphans() -> list[Message]:
-    orphans = Message.objects.filter(status=Message.Status.STREAMING).exclude(
-        pk__in=list(generation.JOBS)
-    )
-    if not single_process():
-        stale = timezone.now() - timedelta(seconds=settings.STREAM_STALE_SECONDS)
-        orphans = orphans.filter(updated__lt=stale)
+    # A reply row is committed a moment before its job registers; the grace
+    # keeps a sweep in that moment from taking a newborn reply for an orphan.
+    grace = GRACE_SECONDS if single_process() else settings.STREAM_STALE_SECONDS
+    orphans = Message.objects.filter(
+        status=Message.Status.STREAMING, updated__lt=timezone.now() - timedelta(seconds=grace)
+    ).exclude(pk__in=list(generation.JOBS))
     ids = list(orphans.values_list("pk", flat=True))
     if not ids:
         return []
     Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
         status=Message.Status.INTERRUPTED, error_message=INTERRUPTED_NOTE, updated=timezone.now()
     )
+    # The ledger keeps what was spent; tokens are estimated from the text kept.
+    for message in Message.objects.filter(pk__in=ids).only("pk", "content"):
+        UsageRecord.objects.filter(message_id=message.pk).update(
+            status=Message.Status.INTERRUPTED,
+            completion_tokens=len(message.content) // 4,
+            tokens_estimated=True,
+        )
     recovered = list(Message.objects.filter(pk__in=ids).select_related("conversation"))
     log.info("marked %d orphaned replies interrupted", len(recovered))
     return recovered

@@ -9,9 +9,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from chat import context
+from chat import context, quotas
 from chat.generation import Plan
-from chat.models import Conversation, Message, Preference
+from chat.models import Conversation, Message, Preference, UsageRecord
 from providers import client
 from providers.base import ChatRequest
 from providers.models import SAMPLING_PARAMS, Model
@@ -83,14 +83,14 @@ def _pick_model(user, conversation: Conversation, model_id) -> Model:
 
 
 def _lock_user_generations(user):
-    """Serialise a user's starts, then enforce the concurrent-generation cap."""
+    """Serialise a user's starts, then enforce their quotas (concurrency included)."""
     preference, _ = Preference.objects.get_or_create(user=user)
     Preference.objects.select_for_update().filter(pk=preference.pk).first()
     running = Message.objects.filter(conversation__owner=user, status=Status.STREAMING).count()
-    if running >= settings.MAX_CONCURRENT_GENERATIONS:
-        raise Refused(
-            f"You already have {running} replies being written; wait for one to finish or stop it."
-        )
+    try:
+        quotas.check(user, running)
+    except quotas.QuotaExceeded as exceeded:
+        raise Refused(str(exceeded)) from None
     return preference
 
 
@@ -152,7 +152,8 @@ def _build_prompt(conversation, model, history):
 
 
 def _new_reply(conversation, model, prompt) -> Message:
-    return Message.objects.create(
+    """The reply's row and its ledger row, both from the first moment."""
+    reply = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Status.STREAMING,
@@ -160,6 +161,16 @@ def _new_reply(conversation, model, prompt) -> Message:
         model_name=model.display_name,
         left_out=prompt.left_out,
     )
+    UsageRecord.objects.create(
+        user_id=conversation.owner_id,
+        message=reply,
+        model=model,
+        model_name=model.display_name,
+        provider_name=model.provider.name,
+        status=Status.STREAMING,
+        cost_source=UsageRecord.CostSource.NONE,
+    )
+    return reply
 
 
 def _touch(conversation: Conversation, model: Model, preference: Preference, first_text: str = ""):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat import views
+from chat import usage, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -19,4 +19,5 @@ urlpatterns = [
         name="export",
     ),
     path("sidebar", views.sidebar, name="sidebar"),
+    path("usage/", usage.my_usage, name="my_usage"),
 ]

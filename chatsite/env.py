@@ -120,6 +120,14 @@ def channel_layer(name: str) -> dict:
     }
 
 
+def cache(name: str) -> dict:
+    """Redis (same server as the channel layer) if REDIS_URL is set, else per process."""
+    url = _raw(name)
+    if not url:
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+
+
 def secret(name: str, *, debug: bool, local_file: Path) -> str:
     """A secret from the environment; in development, generated once into a local file."""
     value = _raw(name)

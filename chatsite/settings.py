@@ -74,6 +74,7 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CHANNEL_LAYERS = {"default": env.channel_layer("REDIS_URL")}
+CACHES = {"default": env.cache("REDIS_URL")}  # login throttling; shared when on Redis
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Count
 from django.utils.html import format_html
 
+from chatsite.audit import log_each
 from providers import sync
 from providers.base import ProviderError
 from providers.crypto import UndecryptableKeyError
@@ -21,6 +22,7 @@ def _https_urls(field, **kwargs):
 
 class ProviderForm(forms.ModelForm):
     api_key = forms.CharField(
+        label="API key",
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
@@ -141,6 +143,7 @@ class ProviderAdmin(admin.ModelAdmin):
             except UndecryptableKeyError as error:
                 _report_error(self, request, provider, str(error))
             else:
+                self.log_change(request, provider, f"Synced models: {result.added} new.")
                 self.message_user(
                     request,
                     f"{provider.name}: {result.added} new (disabled), "
@@ -149,10 +152,12 @@ class ProviderAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable")
     def enable(self, request, queryset):
+        log_each(self, request, queryset, "Enabled.")
         self.message_user(request, f"Enabled {queryset.update(enabled=True)} providers.")
 
     @admin.action(description="Disable")
     def disable(self, request, queryset):
+        log_each(self, request, queryset, "Disabled.")
         self.message_user(request, f"Disabled {queryset.update(enabled=False)} providers.")
 
 
@@ -178,8 +183,10 @@ class ModelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable")
     def enable(self, request, queryset):
+        log_each(self, request, queryset, "Enabled.")
         self.message_user(request, f"Enabled {queryset.update(enabled=True)} models.")
 
     @admin.action(description="Disable")
     def disable(self, request, queryset):
+        log_each(self, request, queryset, "Disabled.")
         self.message_user(request, f"Disabled {queryset.update(enabled=False)} models.")

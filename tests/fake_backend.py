@@ -104,11 +104,12 @@ class FakeBackend:
         self.behaviour = Behaviour(**changes)
 
     def wait_for_hangup(self, timeout: float = 5.0) -> float | None:
-        """Seconds from the last request's start until the client hung up, or None."""
+        """Seconds from the last streamed request's start until the client hung up, or None."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.requests and self.requests[-1].hung_up_at is not None:
-                return self.requests[-1].hung_up_at
+            streamed = [r for r in self.requests if r.body and r.body.get("stream")]
+            if streamed and streamed[-1].hung_up_at is not None:
+                return streamed[-1].hung_up_at
             time.sleep(0.01)
         return None
 

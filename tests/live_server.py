@@ -51,8 +51,8 @@ class Daphne:
              "chatsite.asgi:application"],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

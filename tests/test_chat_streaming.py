@@ -259,3 +259,12 @@ async def test_text_received_before_a_mid_stream_failure_is_kept(owner, chat_mod
         "Hello, world",
     )
     await tab.close()
+
+
+async def test_a_newborn_reply_is_not_taken_for_an_orphan(owner, chat_model):
+    conversation = await new_conversation(owner, chat_model)
+    newborn = await sync_to_async(Message.objects.create)(
+        conversation=conversation, role="assistant", status="streaming"
+    )  # committed, its job not registered yet
+    assert await sync_to_async(recovery.recover_orphans)() == []
+    assert (await sync_to_async(Message.objects.get)(pk=newborn.pk)).status == "streaming"

@@ -1,0 +1,101 @@
+"""Admin for people and usage: approve, deactivate, make admin, quotas, the ledger."""
+
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
+from django.db.models import Sum
+
+from chat.models import Quota, UsageRecord
+from chatsite.audit import log_each
+
+User = get_user_model()
+
+
+class UserQuotaInline(admin.StackedInline):
+    model = Quota
+    fk_name = "user"
+    fields = ("requests_per_minute", "tokens_per_day", "cost_per_month", "max_concurrent")
+    extra = 0
+    max_num = 1
+    verbose_name = "quota (overrides the user's groups; admins are exempt without one)"
+
+
+class GroupQuotaInline(UserQuotaInline):
+    fk_name = "group"
+    verbose_name = "default quota for members"
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class ChatUserAdmin(UserAdmin):
+    inlines = [UserQuotaInline]
+    list_display = ("username", "is_active", "is_staff", "date_joined", "last_login", "cost_total")
+    list_filter = ("is_active", "is_staff", "groups")
+    actions = ("approve", "deactivate", "make_admin")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(spent=Sum("usage_records__cost"))
+
+    @admin.display(description="spent (USD)", ordering="spent")
+    def cost_total(self, user):
+        return f"{user.spent or 0:.4f}"
+
+    @admin.action(description="Approve (activate) selected accounts")
+    def approve(self, request, queryset):
+        pending = queryset.filter(is_active=False)
+        log_each(self, request, pending, "Approved the account.")
+        self.message_user(request, f"Approved {pending.update(is_active=True)} accounts.")
+
+    @admin.action(description="Deactivate (ends their sessions and replies)")
+    def deactivate(self, request, queryset):
+        targets = queryset.filter(is_active=True).exclude(pk=request.user.pk)
+        count = 0
+        for user in targets:
+            user.is_active = False
+            user.save(update_fields=["is_active"])  # the signal ends live sessions
+            self.log_change(request, user, "Deactivated the account.")
+            count += 1
+        level = messages.SUCCESS if count else messages.WARNING
+        self.message_user(request, f"Deactivated {count} accounts.", level)
+
+    @admin.action(description="Make admin")
+    def make_admin(self, request, queryset):
+        log_each(self, request, queryset, "Made an admin.")
+        updated = queryset.update(is_staff=True, is_superuser=True)
+        self.message_user(request, f"{updated} accounts are now admins.")
+
+
+@admin.register(Group)
+class ChatGroupAdmin(GroupAdmin):
+    inlines = [GroupQuotaInline]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "created",
+        "user",
+        "model_name",
+        "provider_name",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_estimated",
+        "cost",
+        "cost_source",
+        "latency_ms",
+        "status",
+    )
+    list_filter = ("status", "cost_source", "provider_name", "model_name")
+    search_fields = ("user__username", "model_name")
+    date_hierarchy = "created"
+    list_select_related = ("user",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,122 @@
+"""Quotas: requests per minute, tokens per day, cost per month, replies at once.
+
+Checked on the server before anything is stored, for every way of starting a
+reply. Usage comes from the ledger (UsageRecord), whose row is created when a
+reply starts, so a burst of regenerations counts like a burst of messages.
+Days and months are UTC.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from chat.models import Quota, UsageRecord
+
+FIELDS = ("requests_per_minute", "tokens_per_day", "cost_per_month", "max_concurrent")
+
+
+class QuotaExceeded(Exception):
+    pass
+
+
+@dataclass
+class Limits:
+    requests_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    cost_per_month: Decimal | None = None
+    max_concurrent: int | None = None
+
+
+def limits_for(user) -> Limits:
+    own = Quota.objects.filter(user=user).first()
+    groups = list(Quota.objects.filter(group__user=user))
+    limits = Limits()
+    if own is None and user.is_staff:
+        limits.max_concurrent = settings.MAX_CONCURRENT_GENERATIONS
+        return limits  # admins are exempt unless a quota is set for them
+    for field in FIELDS:
+        value = getattr(own, field) if own else None
+        if value is None and groups:
+            values = [getattr(q, field) for q in groups]
+            value = None if None in values else max(values)  # the most generous group
+        setattr(limits, field, value)
+    if limits.max_concurrent is None:
+        limits.max_concurrent = settings.MAX_CONCURRENT_GENERATIONS
+    return limits
+
+
+def day_start(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_start(now: datetime) -> datetime:
+    return day_start(now).replace(day=1)
+
+
+def next_month(now: datetime) -> datetime:
+    start = month_start(now)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def _in(delta: timedelta) -> str:
+    seconds = max(1, int(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} seconds"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+@dataclass
+class Usage:
+    requests_last_minute: int
+    oldest_in_minute: datetime | None
+    tokens_today: int
+    cost_this_month: Decimal
+
+
+def usage_of(user, now: datetime) -> Usage:
+    records = UsageRecord.objects.filter(user=user)
+    minute = records.filter(created__gt=now - timedelta(minutes=1))
+    tokens = records.filter(created__gte=day_start(now)).aggregate(
+        total=Sum(F("prompt_tokens") + F("completion_tokens"))
+    )["total"]
+    cost = records.filter(created__gte=month_start(now)).aggregate(total=Sum("cost"))["total"]
+    return Usage(
+        requests_last_minute=minute.count(),
+        oldest_in_minute=minute.order_by("created").values_list("created", flat=True).first(),
+        tokens_today=tokens or 0,
+        cost_this_month=cost or Decimal(0),
+    )
+
+
+def check(user, running: int):
+    """Raise QuotaExceeded with a message saying which limit and when it resets."""
+    limits = limits_for(user)
+    if running >= limits.max_concurrent:
+        raise QuotaExceeded(
+            f"You already have {running} replies being written; wait for one to finish or stop it."
+        )
+    now = timezone.now()
+    used = usage_of(user, now)
+    rpm = limits.requests_per_minute
+    if rpm is not None and used.requests_last_minute >= rpm:
+        wait = (used.oldest_in_minute or now) + timedelta(minutes=1) - now
+        raise QuotaExceeded(
+            f"You have used your {rpm} requests per minute; try again in {_in(wait)}."
+        )
+    if limits.tokens_per_day is not None and used.tokens_today >= limits.tokens_per_day:
+        reset = day_start(now) + timedelta(days=1)
+        raise QuotaExceeded(
+            f"You have used your {limits.tokens_per_day:,} tokens for today; the limit resets "
+            f"at 00:00 UTC, in {_in(reset - now)}."
+        )
+    if limits.cost_per_month is not None and used.cost_this_month >= limits.cost_per_month:
+        reset = next_month(now)
+        raise QuotaExceeded(
+            f"You have used your ${limits.cost_per_month:.2f} budget for this month; it resets "
+            f"on {reset:%-d %B} at 00:00 UTC."
+        )
