@@ -78,6 +78,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.conversation.group, self.channel_name)
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self.accept()
+        self.keeper = asyncio.create_task(self._keep_membership())
         recovery.ensure_sweeper()
         for message_id in await _run(turns.streaming_ids, self.conversation.pk):
             await self.resync(message_id)
@@ -85,7 +86,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if self.conversation is None:
             return
-        for timer in self.timers.values():
+        for timer in [*self.timers.values(), self.keeper]:
             timer.cancel()
         await self.channel_layer.group_discard(self.conversation.group, self.channel_name)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
@@ -221,6 +222,27 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def user_disconnect(self, event):
         await self.close(code=CLOSE_DEACTIVATED)
+
+    async def _keep_membership(self):
+        """Re-join the groups now and then, and catch up on replies that ended meanwhile.
+
+        A Redis restart forgets group membership and drops events in flight; this
+        brings the socket back within SOCKET_REJOIN_SECONDS, and the sequence
+        numbers on deltas trigger a snapshot for anything missed.
+        """
+        while True:
+            await asyncio.sleep(settings.SOCKET_REJOIN_SECONDS)
+            try:
+                await self.channel_layer.group_add(self.conversation.group, self.channel_name)
+                await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+            except Exception:
+                log.warning("could not re-join groups; will retry")
+                continue
+            for message_id in [*self.seen, *self.waiting]:
+                message = await _db_snapshot(message_id)
+                if message is not None and not message.is_streaming:
+                    html = await database_sync_to_async(_render)("replace_message", message=message)
+                    await self.gen_done({"message_id": message_id, "html": html})
 
     # --- re-attach --------------------------------------------------------------
     async def resync(self, message_id: int):

@@ -306,6 +306,8 @@ async def _finish(job: Job):
         return
     try:
         html = await render_final(job.message_id)
+    except Message.DoesNotExist:
+        return  # deleted meanwhile (conversation deleted): nobody to tell
     except Exception:
         log.exception("could not render reply %s", job.message_id)
         return

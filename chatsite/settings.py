@@ -99,8 +99,11 @@ DEFAULT_REPLY_RESERVE = env.env_int("DEFAULT_REPLY_RESERVE", 1024, minimum=16)
 # the growing text is saved at most this often.
 STREAM_BATCH_SECONDS = 0.04
 STREAM_SAVE_SECONDS = 1.0
-# A streaming reply whose row has not been touched for this long lost its process.
-STREAM_STALE_SECONDS = 30
+# A streaming reply whose row has not been touched for this long lost its process
+# (multi-process setups; jobs touch their row three times per period).
+STREAM_STALE_SECONDS = env.env_int("STREAM_STALE_SECONDS", 30, minimum=3)
+# Sockets re-join their groups this often, healing after a Redis restart.
+SOCKET_REJOIN_SECONDS = 10
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -114,6 +117,18 @@ STATIC_ROOT = env.env_path("STATIC_ROOT")
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# Production (DEBUG off): HTTPS only, behind a proxy that sets X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.env_bool("TRUST_X_FORWARDED_PROTO", True) else None
+)
+SECURE_SSL_REDIRECT = env.env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = env.env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env.env_bool("SECURE_HSTS_PRELOAD", False)
+# Preloading is a promise to browsers that is hard to take back: opt in with
+# SECURE_HSTS_PRELOAD=true rather than be nagged into it.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"

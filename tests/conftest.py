@@ -48,3 +48,11 @@ def chat_model(db, fake):
         context_window=8192,
         default_max_tokens=None,
     )
+
+
+@pytest.fixture
+def cookie_for():
+    """The Cookie header a real client of a running server sends for `user`."""
+    from tests.chat_support import session_cookie
+
+    return lambda user: session_cookie(user).decode()

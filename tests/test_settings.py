@@ -57,3 +57,36 @@ def test_secrets_are_required_when_debug_is_off():
 def test_embedded_defaults_pass_the_system_check():
     result = manage_check()
     assert result.returncode == 0, result.stderr
+
+
+def test_production_settings_pass_the_deploy_check():
+    import secrets
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    environment.update(
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        PROVIDER_KEYS_SECRET=secrets.token_urlsafe(32),
+        ALLOWED_HOSTS="chat.example.com",
+        CSRF_TRUSTED_ORIGINS="https://chat.example.com",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_responses_carry_hsts_secure_cookies_and_csp(settings, client, db):
+    settings.SECURE_HSTS_SECONDS = 31_536_000
+    settings.SECURE_SSL_REDIRECT = True
+    plain = client.get("/accounts/login/")
+    assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
+    proxied = client.get("/accounts/login/", headers={"X-Forwarded-Proto": "https"})
+    assert proxied.status_code == 200
+    assert "max-age=31536000" in proxied.headers["Strict-Transport-Security"]
+    assert "default-src 'self'" in proxied.headers["Content-Security-Policy"]

@@ -108,4 +108,5 @@
     var notices = document.querySelectorAll("#notices .notice");
     if (notices.length) notices[0].remove();
   }, 8000);
+  document.documentElement.dataset.js = "ready";  // for tests: handlers are attached
 })();

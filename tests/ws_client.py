@@ -1,0 +1,68 @@
+"""A real websocket client for the chat socket of a running server (tests and benchmark)."""
+
+import html
+import re
+import time
+
+import websockets
+
+DELTA = re.compile(r'<span id="body-(\d+)" hx-swap-oob="beforeend">(.*?)</span>', re.S)
+SNAPSHOT = re.compile(r'<div id="body-(\d+)" hx-swap-oob="innerHTML">(.*?)</div>', re.S)
+FINAL = re.compile(r'<article id="msg-(\d+)"[^>]*data-status="(\w+)"[^>]*hx-swap-oob="outerHTML"')
+NEW_REPLY = re.compile(r'<article id="msg-(\d+)" class="msg assistant status-streaming"')
+
+
+class ChatClient:
+    """One browser tab's socket: send commands, read frames, rebuild the reply text."""
+
+    def __init__(self, base_url: str, conversation_id, cookie: str):
+        self.url = base_url.replace("http://", "ws://") + f"/ws/chat/{conversation_id}/"
+        self.origin = base_url
+        self.cookie = cookie
+        self.socket = None
+        self.frames: list[tuple[float, str]] = []
+
+    async def __aenter__(self):
+        self.socket = await websockets.connect(
+            self.url,
+            origin=self.origin,
+            additional_headers={"Cookie": self.cookie},
+            max_size=None,
+            open_timeout=20,
+        )
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.socket.close()
+
+    async def send(self, **command):
+        import json
+
+        await self.socket.send(json.dumps(command))
+
+    async def frame(self, timeout: float = 20.0) -> str:
+        import asyncio
+
+        text = await asyncio.wait_for(self.socket.recv(), timeout)
+        self.frames.append((time.monotonic(), text))
+        return text
+
+    async def until(self, predicate, timeout: float = 30.0) -> str:
+        import asyncio
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            text = await self.frame(max(0.01, deadline - asyncio.get_running_loop().time()))
+            if predicate(text):
+                return text
+
+    def text_of(self, message_id: int) -> str:
+        text = ""
+        for _, frame in self.frames:
+            for mid, body in SNAPSHOT.findall(frame):
+                if int(mid) == message_id:
+                    text = html.unescape(body)
+            for mid, body in DELTA.findall(frame):
+                if int(mid) == message_id:
+                    text += html.unescape(body)
+        return text
