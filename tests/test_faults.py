@@ -77,10 +77,8 @@ def _hold_database_away(seconds: float, spare_pid: int | None):
     import psycopg
 
     name = settings["NAME"]
-    with psycopg.connect(
-        host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"], dbname="postgres",
-        autocommit=True,
-    ) as admin:  # fmt: skip
+    server = {"host": settings["HOST"], "port": settings["PORT"] or 5432, "user": settings["USER"]}
+    with psycopg.connect(**server, dbname="postgres", autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -59,7 +59,7 @@ def app_server(django_db_setup, django_db_blocker):
 @pytest.fixture
 def page(browser, app_server, transactional_db):
     context = browser.new_context(base_url=app_server.url, viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(15_000)
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))

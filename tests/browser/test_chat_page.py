@@ -130,6 +130,7 @@ def test_dark_mode_and_a_phone_sized_viewport(
     context = browser.new_context(
         base_url=app_server.url, viewport={"width": 375, "height": 740}, color_scheme="dark"
     )
+    context.set_default_timeout(15_000)
     page = context.new_page()
     sign_up(page)
     send(page, "Hello from a phone")
