@@ -236,6 +236,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_add(self.conversation.group, self.channel_name)
                 await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
             except Exception:
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError from None
                 log.warning("could not re-join groups; will retry")
                 continue
             for message_id in [*self.seen, *self.waiting]:

@@ -14,6 +14,7 @@ a socket that is joining, so it can drop deltas it already has).
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 from contextlib import aclosing, suppress
@@ -23,7 +24,7 @@ from decimal import Decimal
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -134,12 +135,14 @@ class Job:
 
     async def listen(self, channel: str, pump: asyncio.Task):
         layer = get_channel_layer()
-        while True:
+        while not self.done:
             try:
                 message = await layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the channel layer is restarting: keep trying
+            except Exception:
+                # The channel layer is restarting: keep trying, unless we are being
+                # cancelled (a layer may turn the cancellation into its own error).
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(0.5)
                 continue
             if message.get("type") == "job.stop":
@@ -239,7 +242,24 @@ async def _send_quietly(group: str, event: dict):
         log.warning("could not publish to %s", group)
 
 
+def _fresh_connection_on_failure(function):
+    """A failed write drops its connection, so the retry reconnects instead of
+    reusing a connection the database (or a failover) already closed."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except DatabaseError:
+            with suppress(Exception):
+                connection.close()
+            raise
+
+    return wrapper
+
+
 @database_sync_to_async
+@_fresh_connection_on_failure
 def save_partial(message_id: int, text: str):
     Message.objects.filter(pk=message_id, status=Status.STREAMING).update(
         content=text, updated=timezone.now()
@@ -247,6 +267,7 @@ def save_partial(message_id: int, text: str):
 
 
 @database_sync_to_async
+@_fresh_connection_on_failure
 def save_final(message_id: int, fields: dict, ledger: dict):
     with transaction.atomic():
         Message.objects.filter(pk=message_id).update(**fields)
@@ -280,6 +301,7 @@ async def run(job: Job):
         await helpers[0]  # the last delta goes out before the final message
         for helper in helpers[1:]:
             helper.cancel()
+        await asyncio.wait(helpers[1:], timeout=2)
         await _finish(job)
         with suppress(Exception):
             await layer.group_discard(job_group(job.message_id), control)
@@ -298,8 +320,10 @@ async def _finish(job: Job):
         try:
             await save_final(job.message_id, fields, ledger)
             break
-        except DatabaseError:
-            log.warning("final save of reply %s failed (attempt %d)", job.message_id, attempt + 1)
+        except DatabaseError as error:
+            log.warning(
+                "final save of reply %s failed (attempt %d): %s", job.message_id, attempt + 1, error
+            )
             await asyncio.sleep(min(0.25 * 2**attempt, 5))
     else:
         log.error("reply %s could not be saved; it stays streaming until recovery", job.message_id)

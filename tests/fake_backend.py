@@ -142,6 +142,12 @@ class FakeBackend:
         watcher = asyncio.ensure_future(self._watch_hangup(reader, seen))
         try:
             keep_open = await self._route(seen, writer)
+        except ConnectionError:
+            # A write failed because the client went away: that is a hang-up too,
+            # and it may come before the watcher reads the end of the stream.
+            if seen.hung_up_at is None:
+                seen.hung_up_at = time.monotonic() - seen.started
+            raise
         finally:
             watcher.cancel()
         return keep_open

@@ -89,7 +89,16 @@ def _hold_database_away(seconds: float, spare_pid: int | None):
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
 
-async def test_the_database_briefly_away_mid_reply_loses_nothing(owner, chat_model, fake):
+@pytest.fixture
+def test_connection_pid(owner):
+    """The PostgreSQL backend of the test's own (main-thread) connection, spared by the outage."""
+    connection.ensure_connection()
+    return connection.connection.info.backend_pid if connection.vendor == "postgresql" else None
+
+
+async def test_the_database_briefly_away_mid_reply_loses_nothing(
+    owner, chat_model, fake, test_connection_pid
+):
     tokens = [f"w{i} " for i in range(150)]
     fake.configure(tokens=tokens, token_interval=0.02)
     tab = Socket(owner, await new_conversation(owner, chat_model))
@@ -98,9 +107,7 @@ async def test_the_database_briefly_away_mid_reply_loses_nothing(owner, chat_mod
     await tab.until(lambda f: 'id="thread"' in f)
     reply = await latest_reply(tab.conversation)
     await tab.until(lambda f: f"body-{reply.pk}" in f)
-    raw = connection.connection  # the test thread's own connection, if it has one
-    spare = raw.info.backend_pid if raw is not None and connection.vendor == "postgresql" else None
-    outage = threading.Thread(target=_hold_database_away, args=(2.0, spare))
+    outage = threading.Thread(target=_hold_database_away, args=(2.0, test_connection_pid))
     outage.start()
     await tab.until_final(reply.pk, timeout=40)  # the relay went on meanwhile
     outage.join()
