@@ -437,3 +437,28 @@ class FakeBackend:
         key = seen.headers.get("authorization", "")  # echoed, as some real servers do
         extra = [f"Retry-After: {self.behaviour.retry_after}"] if self.behaviour.retry_after else []
         return await self._respond(writer, status, self._error_body(fmt, kind, key), extra)
+
+
+def main():
+    """Run the fake on its own, for the benchmark: prints its port, serves until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A fake LLM backend on loopback.")
+    parser.add_argument("--tokens", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=50.0, help="tokens per second per stream")
+    parser.add_argument("--first-delay", type=float, default=0.2, help="seconds to the first token")
+    args = parser.parse_args()
+    fake = FakeBackend(
+        tokens=["tok "] * args.tokens,
+        token_interval=1.0 / args.rate,
+        first_token_delay=args.first_delay,
+    ).start()
+    print(fake.port, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
