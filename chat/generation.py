@@ -366,3 +366,12 @@ async def request_stop(message_id: int):
 
 async def request_snapshot(message_id: int, reply_to: str):
     await _send_quietly(job_group(message_id), {"type": "job.snapshot", "reply_to": reply_to})
+
+
+async def shutdown(grace_seconds: float = 8.0):
+    """Stop every running reply as `interrupted` and save all its text (graceful restarts)."""
+    tasks = [job.task for job in JOBS.values() if job.task is not None]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=grace_seconds)

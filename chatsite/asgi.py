@@ -5,6 +5,7 @@ auth; the consumer itself refuses anonymous users.
 """
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -16,6 +17,26 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+
+
+def _save_replies_before_shutdown():
+    """Under daphne (Twisted on asyncio), let running replies save before the loop stops,
+    so a SIGTERM (deploy, restart) keeps every token that had arrived."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return  # another ASGI server: nothing to hook into
+    import asyncio
+
+    from twisted.internet import defer, reactor
+
+    from chat import generation
+
+    def before_shutdown():
+        return defer.Deferred.fromFuture(asyncio.ensure_future(generation.shutdown()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+
+
+_save_replies_before_shutdown()
 
 application = ProtocolTypeRouter(
     {

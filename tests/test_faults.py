@@ -174,3 +174,30 @@ async def test_a_killed_server_leaves_the_reply_interrupted_with_its_text(
     final = await sync_to_async(Message.objects.get)(pk=message_id)
     assert final.status == "interrupted"
     assert final.content.startswith(saved.content)  # nothing that was saved is lost
+
+
+async def test_a_graceful_stop_saves_every_token_that_had_arrived(
+    owner, chat_model, fake, cookie_for
+):
+    fake.configure(tokens=[f"g{i} " for i in range(500)], token_interval=0.02)
+    conversation = await new_conversation(owner, chat_model)
+    cookie = await sync_to_async(cookie_for)(owner)
+    server = await asyncio.to_thread(Daphne().start)
+    try:
+        async with ChatClient(server.url, conversation.pk, cookie) as tab:
+            await tab.send(command="send", content="go")
+            frame = await tab.until(lambda f: NEW_REPLY.search(f))
+            message_id = int(NEW_REPLY.search(frame).group(1))
+            await asyncio.sleep(0.7)  # less than a save interval: only the stop can save it
+            server.process.terminate()  # SIGTERM, as a deploy or systemd would
+            while True:
+                try:
+                    await tab.frame(timeout=10)
+                except Exception:
+                    break
+            seen = tab.text_of(message_id)
+    finally:
+        await asyncio.to_thread(server.stop)
+    saved = await sync_to_async(Message.objects.get)(pk=message_id)
+    assert saved.status == "interrupted"
+    assert seen and saved.content.startswith(seen)  # all the client saw, and maybe more
