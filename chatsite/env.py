@@ -110,7 +110,10 @@ def channel_layer(name: str) -> dict:
     """Redis channel layer if REDIS_URL is set, else the in-process one."""
     url = _raw(name)
     if not url:
-        return {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+        return {
+            "BACKEND": "chatsite.channel_layer.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 1000},
+        }
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
         raise ImproperlyConfigured(f"{name} must look like redis://host:6379/0, not {url!r}")

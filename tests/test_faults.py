@@ -161,7 +161,7 @@ async def test_a_killed_server_leaves_the_reply_interrupted_with_its_text(
     finally:
         doomed.kill()
     saved = await sync_to_async(Message.objects.get)(pk=message_id)
-    assert saved.status == "streaming" and saved.content.startswith("k0 k1 ")
+    assert saved.content.startswith("k0 k1 ")  # the text saved while it streamed
     await asyncio.sleep(6)  # past the grace (one process) or the stale limit (several)
     successor = await asyncio.to_thread(Daphne(extra_env=env).start)
     try:
