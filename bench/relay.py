@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import websockets
 
+from tests.ws_client import NEW_REPLY
+
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -148,11 +150,15 @@ async def app_client(base: str, conversation, cookie, start, stop, out: list, ac
     ) as socket:
         while time.monotonic() < stop:
             reply, sent = Reply(), time.monotonic()
+            reply_id = None
             with active:
                 await socket.send(json.dumps({"command": "send", "content": "go"}))
                 while True:
                     frame = await asyncio.wait_for(socket.recv(), 60)
                     reply.bytes += len(frame)
+                    if reply_id is None and (found := NEW_REPLY.search(frame)):
+                        reply_id = found.group(1)
+                        final_marker = f'<article id="msg-{reply_id}"'
                     if frame.startswith('<span id="body-') and 'hx-swap-oob="beforeend"' in frame:
                         now = time.monotonic()
                         if not reply.tokens:
@@ -162,7 +168,7 @@ async def app_client(base: str, conversation, cookie, start, stop, out: list, ac
                         reply.tokens += frame.count("tok")
                         reply.frames += 1
                         reply.last_at = now
-                    elif 'hx-swap-oob="outerHTML"' in frame and "data-status=" in frame:
+                    elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:
                         break
                     elif 'class="notice"' in frame:
                         raise RuntimeError(f"the app refused: {frame}")

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -60,6 +61,18 @@ def _db_snapshot(message_id: int) -> Message | None:
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     conversation = None
+
+    async def dispatch(self, message):
+        """Channels' dispatch, minus its stale-connection cleanup before every event.
+
+        That cleanup is a hop to a worker thread: once per delta per socket, it was
+        most of the relay's CPU. These handlers reach the database only through
+        database_sync_to_async, which does the same cleanup around each call.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         user = self.scope["user"]

@@ -17,6 +17,7 @@ import contextvars
 import functools
 import logging
 import time
+import weakref
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from decimal import Decimal
@@ -159,20 +160,13 @@ class Job:
                     await layer.send(message["reply_to"], snapshot)
 
     # --- saving ----------------------------------------------------------------
-    async def save_loop(self):
-        """Save the growing text about once a second; touch the row now and then as a heartbeat."""
+    def save_due(self, now: float) -> bool:
+        """Changed since the last save, or quiet so long that the row needs a heartbeat."""
         heartbeat = settings.STREAM_STALE_SECONDS / 3
-        while True:
-            await asyncio.sleep(settings.STREAM_SAVE_SECONDS)
-            text = self.text()
-            if len(text) == self.saved_chars and time.monotonic() - self.last_save < heartbeat:
-                continue
-            try:
-                await save_partial(self.message_id, text)
-            except DatabaseError:
-                log.warning("could not save reply %s; will retry", self.message_id)
-                continue
-            self.saved_chars, self.last_save = len(text), time.monotonic()
+        return self.text_length() != self.saved_chars or now - self.last_save >= heartbeat
+
+    def text_length(self) -> int:
+        return sum(map(len, self.flushed)) + sum(map(len, self.pending))
 
     def final_fields(self) -> dict:
         text = self.text()
@@ -260,10 +254,52 @@ def _fresh_connection_on_failure(function):
 
 @database_sync_to_async
 @_fresh_connection_on_failure
-def save_partial(message_id: int, text: str):
-    Message.objects.filter(pk=message_id, status=Status.STREAMING).update(
-        content=text, updated=timezone.now()
-    )
+def save_partials(batch: list[tuple[int, str]]):
+    """The growing text of every running reply, in one transaction on one connection."""
+    now = timezone.now()
+    with transaction.atomic():
+        for message_id, text in batch:
+            Message.objects.filter(pk=message_id, status=Status.STREAMING).update(
+                content=text, updated=now
+            )
+
+
+async def _save_forever():
+    """One saver per process: about once a second it saves what every reply has so far.
+
+    Batching matters: a hundred replies saving on their own would open a hundred
+    database connections a second and fight the relay for the interpreter.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(settings.STREAM_SAVE_SECONDS)
+        now = time.monotonic()
+        due = [
+            job
+            for job in list(JOBS.values())
+            if job.task is not None and job.task.get_loop() is loop and job.save_due(now)
+        ]
+        if not due:
+            continue
+        batch = [(job.message_id, job.text()) for job in due]
+        try:
+            await save_partials(batch)
+        except DatabaseError:
+            log.warning("could not save %d running replies; will retry", len(batch))
+            continue
+        for job, (_, text) in zip(due, batch, strict=True):
+            job.saved_chars, job.last_save = len(text), now
+
+
+_savers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ensure_saver(loop: asyncio.AbstractEventLoop):
+    task = _savers.get(loop)
+    if task is None or task.done():
+        _savers[loop] = loop.create_task(_save_forever(), context=contextvars.Context())
 
 
 @database_sync_to_async
@@ -287,7 +323,6 @@ async def run(job: Job):
     pump = asyncio.create_task(job.pump())
     helpers = [
         asyncio.create_task(job.publish_loop()),
-        asyncio.create_task(job.save_loop()),
         asyncio.create_task(job.listen(control, pump)),
     ]
     try:
@@ -350,7 +385,9 @@ def start(plan: Plan) -> Job:
     """
     job = Job(plan)
     JOBS[plan.message_id] = job
-    job.task = asyncio.get_running_loop().create_task(run(job), context=contextvars.Context())
+    loop = asyncio.get_running_loop()
+    job.task = loop.create_task(run(job), context=contextvars.Context())
+    _ensure_saver(loop)
     job.task.add_done_callback(_log_crash)
     return job
 

@@ -170,6 +170,7 @@ class FakeBackend:
             "HTTP/1.1 200 OK",
             "Content-Type: text/event-stream",
             "Transfer-Encoding: chunked",
+            "Connection: close",  # as servers that close after a stream say
         ]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
         await writer.drain()
