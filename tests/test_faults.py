@@ -165,10 +165,11 @@ async def test_a_killed_server_leaves_the_reply_interrupted_with_its_text(
     await asyncio.sleep(6)  # past the grace (one process) or the stale limit (several)
     successor = await asyncio.to_thread(Daphne(extra_env=env).start)
     try:
-        async with ChatClient(successor.url, conversation.pk, cookie) as tab:
-            await tab.until(
-                lambda f: f'id="msg-{message_id}"' in f and "interrupted" in f, timeout=20
-            )
+        async with ChatClient(successor.url, conversation.pk, cookie) as tab:  # starts its sweep
+            await wait_for_status(message_id, statuses=("interrupted",), timeout=30)
+            # A page that still shows it streaming is told, whenever it (re)connects.
+            await tab.send(command="sync", after=message_id, streaming=[message_id])
+            await tab.until(lambda f: f'id="msg-{message_id}"' in f and "interrupted" in f)
     finally:
         await asyncio.to_thread(successor.stop)
     final = await sync_to_async(Message.objects.get)(pk=message_id)
