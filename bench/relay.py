@@ -341,9 +341,15 @@ def table(title: str, direct: Result, app: Result):
         print(f"  {name:34}{a:>16}{b:>22}{c:>14}")
 
 
+def added_ttft(app: Result, direct: Result) -> float:
+    """What the app adds to time to first token, read conservatively: the larger of the
+    p50 and p99 differences (a saturated upstream can inflate the direct p99 alone)."""
+    return max(app.ttft(50) - direct.ttft(50), app.ttft(99) - direct.ttft(99))
+
+
 def verdicts(main: Result, direct: Result, fast: Result):
     checks = [
-        ("added time to first token p99 <= 50 ms", main.ttft(99) - direct.ttft(99) <= 50),
+        ("added time to first token (p50 and p99) <= 50 ms", added_ttft(main, direct) <= 50),
         (
             "delivered tokens/s >= 99% of direct",
             main.aggregate_rate >= 0.99 * direct.aggregate_rate,
@@ -375,8 +381,12 @@ async def knee(upstream, levels, ramp, duration, redis_url="") -> str:
             through = await run_app(app, clients, ramp, duration)
         finally:
             app.stop()
-        added = through.ttft(99) - direct.ttft(99)
-        print(f"    {clients:5} clients: added time to first token p99 {added:7.1f} ms")
+        added = added_ttft(through, direct)
+        print(
+            f"    {clients:5} clients: added time to first token {added:7.1f} ms "
+            f"(p50 {through.ttft(50) - direct.ttft(50):+.1f}, p99 {through.ttft(99) - direct.ttft(99):+.1f}); "
+            f"app CPU {through.cpu / through.seconds:.0%} of a core"
+        )
         if added > 100:
             return f"{clients} clients"
     return f"above {levels[-1]} clients (the most tried)"
@@ -450,7 +460,7 @@ def main():
     parser.add_argument("--fast-rate", type=float, default=200.0)
     parser.add_argument("--fast-clients", type=int, default=20)
     parser.add_argument("--fast-duration", type=float, default=4.0)
-    parser.add_argument("--knee", default="100,200,400", help="client counts to try; empty: skip")
+    parser.add_argument("--knee", default="25,50,100,200", help="client counts to try; empty: skip")
     parser.add_argument("--knee-tokens", type=int, default=100)
     parser.add_argument("--knee-duration", type=float, default=4.0)
     parser.add_argument(

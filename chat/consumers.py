@@ -17,12 +17,12 @@ import json
 import logging
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
 from chat import generation, recovery, turns
+from chat.db import db_async
 from chat.models import Message
 
 log = logging.getLogger(__name__)
@@ -42,19 +42,19 @@ def _render(template: str, **context) -> str:
     return render_to_string(f"chat/ws/{template}.html", context)
 
 
-@database_sync_to_async
+@db_async
 def _run(command, *args):
     """Run a turns command and render what it changed, off the event loop."""
     return command(*args)
 
 
-@database_sync_to_async
+@db_async
 def _render_messages(messages: list[Message]) -> str:
     last_id = messages[-1].pk if messages else None
     return _render("append", messages=messages, last_id=last_id)
 
 
-@database_sync_to_async
+@db_async
 def _db_snapshot(message_id: int) -> Message | None:
     return Message.objects.filter(pk=message_id).first()
 
@@ -67,7 +67,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
         That cleanup is a hop to a worker thread: once per delta per socket, it was
         most of the relay's CPU. These handlers reach the database only through
-        database_sync_to_async, which does the same cleanup around each call.
+        db_async, which does the same cleanup around each call.
         """
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -165,7 +165,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             turns.sync_state, self.conversation.pk, content.get("after"), content.get("streaming")
         )
         for message in finished:
-            html = await database_sync_to_async(_render)("replace_message", message=message)
+            html = await db_async(_render)("replace_message", message=message)
             await self.send(text_data=html)
         if newer:
             await self.send(text_data=await _render_messages(newer))
@@ -256,7 +256,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             for message_id in [*self.seen, *self.waiting]:
                 message = await _db_snapshot(message_id)
                 if message is not None and not message.is_streaming:
-                    html = await database_sync_to_async(_render)("replace_message", message=message)
+                    html = await db_async(_render)("replace_message", message=message)
                     await self.gen_done({"message_id": message_id, "html": html})
 
     # --- re-attach --------------------------------------------------------------
@@ -282,6 +282,4 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 text_data=_render("snapshot", message_id=message_id, text=message.content)
             )
         else:
-            await self.send(
-                text_data=await database_sync_to_async(_render)("replace_message", message=message)
-            )
+            await self.send(text_data=await db_async(_render)("replace_message", message=message))

@@ -22,7 +22,6 @@ from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from decimal import Decimal
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -30,6 +29,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from chat import titles
+from chat.db import db_async
 from chat.models import Message, UsageRecord
 from providers import client
 from providers.base import ChatRequest, Endpoint, Finish, ProviderError, TextDelta, Usage
@@ -252,7 +252,7 @@ def _fresh_connection_on_failure(function):
     return wrapper
 
 
-@database_sync_to_async
+@db_async
 @_fresh_connection_on_failure
 def save_partials(batch: list[tuple[int, str]]):
     """The growing text of every running reply, in one transaction on one connection."""
@@ -302,7 +302,7 @@ def _ensure_saver(loop: asyncio.AbstractEventLoop):
         _savers[loop] = loop.create_task(_save_forever(), context=contextvars.Context())
 
 
-@database_sync_to_async
+@db_async
 @_fresh_connection_on_failure
 def save_final(message_id: int, fields: dict, ledger: dict):
     with transaction.atomic():
@@ -310,7 +310,7 @@ def save_final(message_id: int, fields: dict, ledger: dict):
         UsageRecord.objects.filter(message_id=message_id).update(**ledger)
 
 
-@database_sync_to_async
+@db_async
 def render_final(message_id: int) -> str:
     message = Message.objects.select_related("conversation").get(pk=message_id)
     return render_to_string("chat/ws/replace_message.html", {"message": message, "last": True})

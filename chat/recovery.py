@@ -14,7 +14,6 @@ import logging
 import weakref
 from datetime import timedelta
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
@@ -22,6 +21,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from chat import generation
+from chat.db import db_async
 from chat.models import Message, UsageRecord
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def recover_orphans() -> list[Message]:
     return recovered
 
 
-@database_sync_to_async
+@db_async
 def _recover_and_render() -> list[tuple[Message, str]]:
     return [
         (m, render_to_string("chat/ws/replace_message.html", {"message": m, "last": True}))

@@ -13,9 +13,9 @@ async def end_live_sessions(user_id: int):
 
 
 async def _streaming(user_id):
-    from channels.db import database_sync_to_async
+    from chat.db import db_async
 
-    return await database_sync_to_async(turns.mark_user_streams)(user_id)
+    return await db_async(turns.mark_user_streams)(user_id)
 
 
 def end_live_sessions_sync(user_id: int):

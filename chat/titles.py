@@ -7,10 +7,10 @@ stay as the title. A title the user already changed is never overwritten.
 
 import logging
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
+from chat.db import db_async
 from chat.models import Conversation
 from providers import client
 from providers.base import ChatRequest, Endpoint, ProviderError
@@ -29,7 +29,7 @@ def clean(raw: str) -> str:
     return line[:MAX_TITLE].strip()
 
 
-@database_sync_to_async
+@db_async
 def _save(conversation_id, provisional: str, title: str) -> str | None:
     updated = Conversation.objects.filter(pk=conversation_id, title=provisional).update(title=title)
     if not updated:

@@ -56,3 +56,14 @@ def cookie_for():
     from tests.chat_support import session_cookie
 
     return lambda user: session_cookie(user).decode()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_connections(django_db_setup):
+    """The async worker thread keeps its database connection (chat.db); close it before
+    the test database is dropped, which PostgreSQL refuses while anyone is connected."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
