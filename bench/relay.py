@@ -386,7 +386,8 @@ async def knee(upstream, levels, ramp, duration, redis_url="") -> str:
         p99 = through.ttft(99) - direct.ttft(99)
         print(
             f"    {clients:5} clients: added time to first token {added:7.1f} ms "
-            f"(p50 {p50:+.1f}, p99 {p99:+.1f}); app CPU {through.cpu / through.seconds:.0%} of a core"
+            f"(p50 {p50:+.1f}, p99 {p99:+.1f}); "
+            f"app CPU {through.cpu / through.seconds:.0%} of a core"
         )
         if added > 100:
             return f"{clients} clients"
