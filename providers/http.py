@@ -18,7 +18,7 @@ import re
 import time
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 import httpx
 
@@ -261,6 +261,30 @@ async def sse_data(response: httpx.Response, deadline: float) -> AsyncIterator[s
         event = events.decode(line)
         if event is not None and event.data:
             yield event.data
+
+
+DONE = object()  # json_events yields this when the stream's end marker arrives
+
+
+async def json_events(
+    response: httpx.Response, deadline: float, done_marker: str | None = "[DONE]"
+):
+    """Each event's JSON object (then DONE, if the end marker came).
+
+    Raises ProviderError for data that is not a JSON object and for an error
+    object sent in the middle of the stream.
+    """
+    async with aclosing(sse_data(response, deadline)) as events:
+        async for data in events:
+            if done_marker and data.strip() == done_marker:
+                yield DONE
+                return
+            event = parse_json(data)
+            if not isinstance(event, dict):
+                raise ProviderError("malformed", "event is not an object")
+            if error := error_in(event):
+                raise error
+            yield event
 
 
 async def post_json(endpoint: Endpoint, url: str, body: dict):

@@ -64,13 +64,8 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator:
     final, any_text = None, False
     url = _url(endpoint, "/completion")
     async with http.post_stream(endpoint, url, _body(request, True), deadline) as response:
-        async with aclosing(http.sse_data(response, deadline)) as events:
-            async for data in events:
-                event = http.parse_json(data)
-                if not isinstance(event, dict):
-                    raise ProviderError("malformed", "event is not an object")
-                if error := http.error_in(event):
-                    raise error
+        async with aclosing(http.json_events(response, deadline, done_marker=None)) as events:
+            async for event in events:
                 text = event.get("content")
                 if isinstance(text, str) and text:
                     any_text = True

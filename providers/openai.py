@@ -70,16 +70,11 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator:
     async with http.post_stream(
         endpoint, _url(endpoint), _body(endpoint, request, True), deadline
     ) as response:
-        async with aclosing(http.sse_data(response, deadline)) as events:
-            async for data in events:
-                if data.strip() == "[DONE]":
+        async with aclosing(http.json_events(response, deadline)) as events:
+            async for chunk in events:
+                if chunk is http.DONE:
                     done = True
                     break
-                chunk = http.parse_json(data)
-                if not isinstance(chunk, dict):
-                    raise ProviderError("malformed", "chunk is not an object")
-                if error := http.error_in(chunk):
-                    raise error
                 usage = _usage(chunk.get("usage"))
                 if usage:
                     yield usage

@@ -52,16 +52,11 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator:
     url = _account_url(endpoint, f"/ai/run/{request.model}")
     done, any_text = False, False
     async with http.post_stream(endpoint, url, _body(request, True), deadline) as response:
-        async with aclosing(http.sse_data(response, deadline)) as events:
-            async for data in events:
-                if data.strip() == "[DONE]":
+        async with aclosing(http.json_events(response, deadline)) as events:
+            async for event in events:
+                if event is http.DONE:
                     done = True
                     break
-                event = http.parse_json(data)
-                if not isinstance(event, dict):
-                    raise ProviderError("malformed", "event is not an object")
-                if error := http.error_in(event):
-                    raise error
                 text = event.get("response")
                 if isinstance(text, str) and text:
                     any_text = True
