@@ -7,7 +7,6 @@ stored when a check fails, so a refused message is never half-saved.
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 
 from chat import context, quotas
 from chat.generation import Plan
@@ -121,7 +120,7 @@ def _history(conversation: Conversation, before_id: int | None = None) -> list[d
     return [{"role": m.role, "content": m.content} for m in messages.order_by("id")]
 
 
-def _plan(conversation, model, history, assistant: Message, prompt, title_for=None) -> Plan:
+def _plan(conversation, model, assistant: Message, prompt, title_for=None) -> Plan:
     params, max_tokens = _sampling(conversation, model)
     request = ChatRequest(
         model=model.remote_id,
@@ -206,7 +205,7 @@ def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], 
     first = not conversation.title
     _touch(conversation, model, preference, content)
     title_for = (conversation.pk, content, conversation.title) if first else None
-    return [question, reply], _plan(conversation, model, history, reply, prompt, title_for)
+    return [question, reply], _plan(conversation, model, reply, prompt, title_for)
 
 
 @transaction.atomic
@@ -227,7 +226,7 @@ def regenerate(user, conversation_id, model_id=None) -> tuple[list[int], Message
     Message.objects.filter(pk__in=removed).delete()
     reply = _new_reply(conversation, model, prompt)
     _touch(conversation, model, preference)
-    return removed, reply, _plan(conversation, model, history, reply, prompt)
+    return removed, reply, _plan(conversation, model, reply, prompt)
 
 
 @transaction.atomic
@@ -250,7 +249,7 @@ def edit(user, conversation_id, message_id, content) -> tuple[list[int], list[Me
     question.save(update_fields=["content"])
     reply = _new_reply(conversation, model, prompt)
     _touch(conversation, model, preference)
-    return removed, [question, reply], _plan(conversation, model, history, reply, prompt)
+    return removed, [question, reply], _plan(conversation, model, reply, prompt)
 
 
 def stoppable(user, conversation_id, message_id) -> int:
@@ -261,11 +260,11 @@ def stoppable(user, conversation_id, message_id) -> int:
     return message.pk
 
 
-def mark_user_streams(user_id) -> list[int]:
+def user_streaming_ids(user_id) -> list[int]:
     return list(
-        Message.objects.filter(
-            Q(conversation__owner_id=user_id), status=Status.STREAMING
-        ).values_list("pk", flat=True)
+        Message.objects.filter(conversation__owner_id=user_id, status=Status.STREAMING).values_list(
+            "pk", flat=True
+        )
     )
 
 

@@ -9,7 +9,6 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
@@ -237,7 +236,3 @@ def import_conversation(request):
         context["error"] = "That file is not a conversation exported from here (JSON)."
         return render(request, "chat/page.html", context, status=400)
     return redirect("conversation", conversation_id=conversation.pk)
-
-
-def sidebar_item_html(conversation) -> str:
-    return render_to_string("chat/_sidebar_item.html", {"item": conversation})
