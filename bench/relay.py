@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -198,7 +199,7 @@ class App:
             **os.environ,
             "DEBUG": "false",
             "SECRET_KEY": "bench-" + "x" * 50,
-            "PROVIDER_KEYS_SECRET": "bench-provider-keys",
+            "PROVIDER_KEYS_SECRET": "bench-provider-keys-" + secrets.token_urlsafe(32),
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "SECURE_SSL_REDIRECT": "false",
             "SQLITE_PATH": str(folder / "bench.sqlite3"),

@@ -31,7 +31,7 @@ class LoginForm(AuthenticationForm):
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
-        address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
+        address = throttle.client_address(self.request) if self.request else ""
         wait = throttle.locked_for(username, address)
         if wait:
             minutes = max(1, round(wait / 60))

@@ -5,8 +5,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.db.models import Sum
+from django.shortcuts import redirect
 
-from chat.models import Quota, UsageRecord
+from chat.models import Quota, SiteSettings, UsageRecord
 from chatsite.audit import log_each
 
 User = get_user_model()
@@ -88,8 +89,9 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "cost_source",
         "latency_ms",
         "status",
+        "purpose",
     )
-    list_filter = ("status", "cost_source", "provider_name", "model_name")
+    list_filter = ("status", "purpose", "cost_source", "provider_name", "model_name")
     search_fields = ("user__username", "model_name")
     date_hierarchy = "created"
     list_select_related = ("user",)
@@ -99,3 +101,20 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(SiteSettings)
+class SiteSettingsAdmin(admin.ModelAdmin):
+    """One row; the list goes straight to it."""
+
+    fields = ("titles", "title_model")
+
+    def has_add_permission(self, request):
+        return not SiteSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        site = SiteSettings.load()
+        return redirect("admin:chat_sitesettings_change", site.pk)

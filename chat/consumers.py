@@ -19,39 +19,80 @@ import logging
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.template.loader import render_to_string
 
-from chat import generation, recovery, turns
+from chat import frames, generation, presence, recovery, turns
 from chat.db import db_async
 from chat.models import Message
 
 log = logging.getLogger(__name__)
 
-CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
-CLOSE_DEACTIVATED = 4403
 SNAPSHOT_WAIT_SECONDS = 3.0
 NO_MORE_DELTAS = float("inf")  # after a snapshot from the database: wait for the final message
+MAX_JSON_DEPTH = 8  # commands are flat objects; anything deeper is not one of ours
+MAX_SYNC_IDS = 50  # a page streams at most a few replies at once
 
 
 def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-def _render(template: str, **context) -> str:
-    return render_to_string(f"chat/ws/{template}.html", context)
+class BadCommand(Exception):
+    """Not a command we understand; the notice says so, the socket stays open."""
+
+
+def _refuse_constant(name):
+    raise BadCommand(f"not a number: {name}")
+
+
+def _depth(value, limit: int) -> int:
+    """How deeply `value` nests, counted up to just past `limit`."""
+    stack, deepest = [(value, 1)], 0
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def parse_command(text: str) -> dict:
+    """A command object, or BadCommand: junk, NaN/Infinity, deep nesting, huge numbers."""
+    try:
+        content = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise BadCommand("not JSON") from None
+    if not isinstance(content, dict) or _depth(content, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise BadCommand("not a command object")
+    return content
+
+
+def _sync_ids(content) -> tuple[int, list[int]]:
+    """What a `sync` says the page shows: the newest id and the ids still streaming."""
+    after, streaming = content.get("after") or 0, content.get("streaming") or []
+    if not isinstance(streaming, list) or len(streaming) > MAX_SYNC_IDS:
+        raise turns.Refused("That was not a valid command.")
+    invalid = "That was not a valid command."
+    return (turns.as_id(after, invalid) if after else 0), [
+        turns.as_id(i, invalid) for i in streaming
+    ]
 
 
 @db_async
 def _run(command, *args):
-    """Run a turns command and render what it changed, off the event loop."""
+    """Run a turns command off the event loop."""
     return command(*args)
 
 
 @db_async
-def _render_messages(messages: list[Message]) -> str:
-    last_id = messages[-1].pk if messages else None
-    return _render("append", messages=messages, last_id=last_id)
+def _as_user(user_id, command, *args):
+    """Run a turns command as the account is now: a demotion counts from the next command."""
+    user = turns.current_user(user_id)
+    if user is None:
+        raise turns.Refused("Your account was deactivated.")
+    return command(user, *args)
 
 
 @db_async
@@ -77,7 +118,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         user = self.scope["user"]
         if not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close(code=presence.CLOSE_SIGNED_OUT)
             return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
         self.conversation = await _run(turns.owned_conversation, user, conversation_id)
@@ -88,9 +129,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.seen: dict[int, float] = {}  # message id -> last delta seq forwarded
         self.waiting: dict[int, list[dict]] = {}  # deltas held until a snapshot arrives
         self.timers: dict[int, asyncio.Task] = {}
+        self.keeper = None
+        await self.accept()
+        if presence.count_for(user.pk) >= settings.MAX_SOCKETS_PER_USER:
+            await self.send_frames(
+                frames.notice(
+                    f"You have {settings.MAX_SOCKETS_PER_USER} chat tabs open already; "
+                    "close one and reload this page."
+                )
+            )
+            await self.close(code=presence.CLOSE_TOO_MANY)
+            self.conversation = None
+            return
+        key, auth_hash = await db_async(presence.session_identity)(self.scope["session"])
+        presence.join(self.channel_name, presence.Presence(user.pk, key, auth_hash, self))
         await self.channel_layer.group_add(self.conversation.group, self.channel_name)
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
-        await self.accept()
         self.keeper = asyncio.create_task(self._keep_membership())
         recovery.ensure_sweeper()
         for message_id in await _run(turns.streaming_ids, self.conversation.pk):
@@ -99,10 +153,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if self.conversation is None:
             return
+        presence.leave(self.channel_name)
         for timer in [*self.timers.values(), self.keeper]:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         await self.channel_layer.group_discard(self.conversation.group, self.channel_name)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+
+    async def ended(self, reason: str):
+        """The session or account behind this socket ended: say why, then close."""
+        code, text = presence.REASONS[reason]
+        await self.send_frames(frames.notice(text))
+        await self.close(code=code)
 
     # --- commands from the browser ---------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
@@ -110,17 +172,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.notice("That message is too large to send.")
             return
         try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self.notice("That was not a valid command.")
-            return
-        if not isinstance(content, dict):
+            content = parse_command(text_data)
+        except BadCommand:
             await self.notice("That was not a valid command.")
             return
         await self.receive_json(content)
 
     async def receive_json(self, content, **kwargs):
-        handler = getattr(self, f"command_{content.get('command')}", None)
+        command = content.get("command")
+        handler = getattr(self, f"command_{command}", None) if isinstance(command, str) else None
         if handler is None:
             await self.notice("Unknown command.")
             return
@@ -128,11 +188,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await handler(content)
         except turns.Refused as refusal:
             await self.notice(str(refusal))
+        except Exception:
+            log.exception("command %s failed", command)
+            await self.notice("Something went wrong on the server; nothing was lost. Try again.")
 
     async def command_send(self, content):
-        messages, plan = await _run(
+        messages, plan = await _as_user(
+            self.user.pk,
             turns.send,
-            self.user,
             self.conversation.pk,
             content.get("content"),
             content.get("model"),
@@ -143,15 +206,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.command_send({**content, "content": "Continue from where you stopped."})
 
     async def command_regenerate(self, content):
-        removed, reply, plan = await _run(
-            turns.regenerate, self.user, self.conversation.pk, content.get("model")
+        removed, reply, plan = await _as_user(
+            self.user.pk, turns.regenerate, self.conversation.pk, content.get("model")
         )
         await self.begin(plan, remove=removed, append=[reply])
 
     async def command_edit(self, content):
-        removed, messages, plan = await _run(
+        removed, messages, plan = await _as_user(
+            self.user.pk,
             turns.edit,
-            self.user,
             self.conversation.pk,
             content.get("message_id"),
             content.get("content"),
@@ -161,42 +224,42 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def command_sync(self, content):
         """The page says what it shows (sent on every connect); fill in what it missed."""
-        finished, newer = await _run(
-            turns.sync_state, self.conversation.pk, content.get("after"), content.get("streaming")
+        after, streaming = _sync_ids(content)
+        finished, newer, still = await _run(
+            turns.sync_state, self.conversation.pk, after, streaming
         )
         for message in finished:
-            html = await db_async(_render)("replace_message", message=message)
-            await self.send(text_data=html)
+            await self.send_frames(await db_async(frames.message)(message))
         if newer:
-            await self.send(text_data=await _render_messages(newer))
-        for message_id in [int(i) for i in content.get("streaming") or []] + [
-            m.pk for m in newer if m.is_streaming
-        ]:
-            if message_id not in {m.pk for m in finished} and message_id not in self.waiting:
-                if await _run(turns.is_streaming, self.conversation.pk, message_id):
-                    await self.resync(message_id)
+            await self.send_frames(await db_async(frames.append)(newer))
+        for message_id in still:
+            if message_id not in self.waiting:
+                await self.resync(message_id)
 
     async def command_stop(self, content):
-        message_id = await _run(
-            turns.stoppable, self.user, self.conversation.pk, content.get("message_id")
+        message_id = await _as_user(
+            self.user.pk, turns.stoppable, self.conversation.pk, content.get("message_id")
         )
         await generation.request_stop(message_id)
 
     async def begin(self, plan, remove=(), append=()):
         """Show the change on every tab of this conversation, then start the job."""
-        html = _render("remove", ids=remove) if remove else ""
-        html += await _render_messages(list(append))
+        html = frames.remove(remove) + await db_async(frames.append)(list(append))
         await self.channel_layer.group_send(
-            self.conversation.group, {"type": "thread.html", "html": html}
+            self.conversation.group, {"type": "thread.html", "frames": html}
         )
         generation.start(plan)
 
     async def notice(self, text: str):
-        await self.send(text_data=_render("notice", text=text))
+        await self.send_frames(frames.notice(text))
+
+    async def send_frames(self, html_frames: list[str]):
+        for frame in html_frames:
+            await self.send(text_data=frame)
 
     # --- events from the channel layer ------------------------------------------
     async def thread_html(self, event):
-        await self.send(text_data=event["html"])
+        await self.send_frames(event["frames"])
 
     async def gen_delta(self, event):
         message_id, seq = event["message_id"], event["seq"]
@@ -211,7 +274,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.waiting[message_id].append(event)
             return
         self.seen[message_id] = seq
-        await self.send(text_data=_render("delta", message_id=message_id, text=event["text"]))
+        await self.send_frames(frames.text(message_id, event["text"], replace=False))
 
     async def gen_snapshot(self, event):
         message_id = event["message_id"]
@@ -220,7 +283,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         held = self.waiting.pop(message_id)
         self.timers.pop(message_id).cancel()
         self.seen[message_id] = event["seq"]
-        await self.send(text_data=_render("snapshot", message_id=message_id, text=event["text"]))
+        await self.send_frames(frames.text(message_id, event["text"], replace=True))
         for delta in sorted(held, key=lambda d: d["seq"]):
             await self.gen_delta(delta)
 
@@ -231,10 +294,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if timer:
             timer.cancel()
         self.seen.pop(message_id, None)
-        await self.send(text_data=event["html"])
+        await self.send_frames(event["frames"])
 
     async def user_disconnect(self, event):
-        await self.close(code=CLOSE_DEACTIVATED)
+        await self.ended("deactivated")
 
     async def _keep_membership(self):
         """Re-join the groups now and then, and catch up on replies that ended meanwhile.
@@ -256,8 +319,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             for message_id in [*self.seen, *self.waiting]:
                 message = await _db_snapshot(message_id)
                 if message is not None and not message.is_streaming:
-                    html = await db_async(_render)("replace_message", message=message)
-                    await self.gen_done({"message_id": message_id, "html": html})
+                    html = await db_async(frames.message)(message)
+                    await self.gen_done({"message_id": message_id, "frames": html})
 
     # --- re-attach --------------------------------------------------------------
     async def resync(self, message_id: int):
@@ -278,8 +341,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         if message.is_streaming:
             self.seen[message_id] = NO_MORE_DELTAS
-            await self.send(
-                text_data=_render("snapshot", message_id=message_id, text=message.content)
-            )
+            await self.send_frames(frames.text(message_id, message.content, replace=True))
         else:
-            await self.send(text_data=await db_async(_render)("replace_message", message=message))
+            await self.send_frames(await db_async(frames.message)(message))

@@ -1,11 +1,19 @@
 """Export a conversation as Markdown or JSON, and import the JSON back."""
 
+import json
+
+from django.conf import settings
 from django.db import transaction
 
 from chat.models import Conversation, Message
+from chat.settings_form import MAX_SYSTEM_PROMPT
 
 FORMAT = "chatsite.conversation.v1"
-MAX_IMPORT_MESSAGES = 10_000
+NOT_OURS = "That file is not a conversation exported from here (JSON)."
+
+
+class BadImport(Exception):
+    """The file cannot be imported; the message says why, for the person who sent it."""
 
 
 def as_json(conversation: Conversation) -> dict:
@@ -40,31 +48,63 @@ def as_markdown(conversation: Conversation) -> str:
     return "\n".join(lines)
 
 
-@transaction.atomic
-def import_json(user, data) -> Conversation | None:
+def read_upload(upload) -> dict:
+    """The JSON of an uploaded export, within the size and nesting limits, or BadImport."""
+    if upload is None:
+        raise BadImport("Choose a file to import.")
+    if upload.size > settings.IMPORT_MAX_BYTES:
+        raise BadImport(
+            f"That file is {upload.size:,} bytes; the limit is {settings.IMPORT_MAX_BYTES:,}."
+        )
+    try:
+        data = json.loads(upload.read())
+    except RecursionError:
+        raise BadImport("That file nests too deeply to be a conversation.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadImport(NOT_OURS) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        return None
+        raise BadImport(NOT_OURS)
+    return data
+
+
+def _imported_message(conversation, number: int, item) -> Message:
+    role = item.get("role") if isinstance(item, dict) else None
+    if role not in (Message.Role.USER, Message.Role.ASSISTANT):
+        raise BadImport(f"Message {number} has no role this site knows (user or assistant).")
+    content = item.get("content") or ""
+    if not isinstance(content, str):
+        raise BadImport(f"Message {number} has content that is not text.")
+    if len(content) > settings.MAX_MESSAGE_CHARS:
+        raise BadImport(
+            f"Message {number} is {len(content):,} characters long; the limit is "
+            f"{settings.MAX_MESSAGE_CHARS:,}."
+        )
+    return Message(
+        conversation=conversation,
+        role=role,
+        content=content,
+        model_name=str(item.get("model") or "")[:200],
+        status=Message.Status.COMPLETE,
+    )
+
+
+@transaction.atomic
+def import_json(user, data: dict) -> Conversation:
+    """One conversation from an export (read_upload's result), marked as imported."""
     messages = data.get("messages")
-    if not isinstance(messages, list) or len(messages) > MAX_IMPORT_MESSAGES:
-        return None
+    if not isinstance(messages, list):
+        raise BadImport(NOT_OURS)
+    if len(messages) > settings.IMPORT_MAX_MESSAGES:
+        raise BadImport(
+            f"That conversation has {len(messages):,} messages; the limit is "
+            f"{settings.IMPORT_MAX_MESSAGES:,}."
+        )
+    title = str(data.get("title") or "").strip()[:190] or "Untitled"
     conversation = Conversation.objects.create(
         owner=user,
-        title=str(data.get("title") or "Imported")[:200],
-        system_prompt=str(data.get("system_prompt") or "")[:8000],
+        title=f"{title} (imported)",
+        system_prompt=str(data.get("system_prompt") or "")[:MAX_SYSTEM_PROMPT],
     )
-    rows = []
-    for item in messages:
-        role = item.get("role") if isinstance(item, dict) else None
-        if role not in (Message.Role.USER, Message.Role.ASSISTANT):
-            raise ValueError("bad role")
-        rows.append(
-            Message(
-                conversation=conversation,
-                role=role,
-                content=str(item.get("content") or ""),
-                model_name=str(item.get("model") or "")[:200],
-                status=Message.Status.COMPLETE,
-            )
-        )
+    rows = [_imported_message(conversation, n, item) for n, item in enumerate(messages, 1)]
     Message.objects.bulk_create(rows)
     return conversation

@@ -25,10 +25,9 @@ from decimal import Decimal
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.template.loader import render_to_string
 from django.utils import timezone
 
-from chat import titles
+from chat import bounds, frames, titles
 from chat.db import db_async
 from chat.models import Message, UsageRecord
 from providers import client
@@ -38,7 +37,9 @@ log = logging.getLogger(__name__)
 Status = Message.Status
 
 JOBS: dict[int, "Job"] = {}  # this process's running jobs, by message id
+CHARS_PER_TOKEN = 5  # for counting tokens of a backend that sends long pieces of text
 FINAL_SAVE_ATTEMPTS = 8  # the database may be briefly away; the text waits in memory
+FAILED_NOTE = "The reply failed on the server; the text so far is kept. Try Regenerate."
 
 
 def job_group(message_id: int) -> str:
@@ -50,12 +51,16 @@ class Plan:
     """Everything a job needs, read from the ORM before it starts."""
 
     message_id: int
+    user_id: int
     group: str  # the conversation's group
     endpoint: Endpoint
     request: ChatRequest
     price_in: Decimal | None = None  # per million tokens
     price_out: Decimal | None = None
     prompt_estimate: int = 0
+    cut_tokens: int = 16_384  # see chat.bounds: the reply is cut past these
+    cut_bytes: int = 256 * 1024
+    cut_reason: str = "length"
     title_for: tuple | None = None  # (conversation id, first question, provisional title)
 
 
@@ -77,6 +82,11 @@ class Job:
         self.task: asyncio.Task | None = None
         self.saved_chars = 0
         self.last_save = time.monotonic()
+        self.deltas = 0  # text events received: about one token each
+        self.chars = 0
+        self.bytes = 0
+        self.cut_note = ""  # why the reply was cut short, when it was
+        self.failed = False
 
     @property
     def message_id(self) -> int:
@@ -85,44 +95,90 @@ class Job:
     def text(self) -> str:
         return "".join(self.flushed) + "".join(self.pending)
 
+    def tokens_estimate(self) -> int:
+        """Tokens received so far: one per text event, or more if events carry long text."""
+        return max(self.deltas, self.chars // CHARS_PER_TOKEN)
+
+    def take(self, text: str) -> bool:
+        """Keep more text; False (and the text trimmed to fit) once a cap is reached."""
+        size = len(text.encode())
+        if self.bytes + size > self.plan.cut_bytes:
+            room = self.plan.cut_bytes - self.bytes
+            text = text.encode()[:room].decode(errors="ignore")
+            self._keep(text, len(text.encode()))
+            self.cut_note = bounds.REASONS["length"]
+            return False
+        self.deltas += 1
+        if max(self.deltas, (self.chars + len(text)) // CHARS_PER_TOKEN) > self.plan.cut_tokens:
+            self.deltas -= 1
+            self.cut_note = bounds.REASONS[self.plan.cut_reason]
+            return False
+        self._keep(text, size)
+        return True
+
+    def _keep(self, text: str, size: int):
+        if not text:
+            return
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.pending.append(text)
+        self.chars += len(text)
+        self.bytes += size
+        self.wakeup.set()
+
     # --- reading the provider ----------------------------------------------
     async def pump(self):
         try:
             async with aclosing(client.stream(self.plan.endpoint, self.plan.request)) as events:
                 async for event in events:
                     if isinstance(event, TextDelta):
-                        if self.first_token_at is None:
-                            self.first_token_at = time.monotonic()
-                        self.pending.append(event.text)
-                        self.wakeup.set()
+                        if not self.take(event.text):
+                            break  # leaving the block closes the upstream connection
                     elif isinstance(event, Usage):
                         self.usage = event
                     elif isinstance(event, Finish):
                         self.finish = event.reason
-            self.status = Status.COMPLETE
+            if not self.failed:
+                self.status = Status.STOPPED if self.cut_note else Status.COMPLETE
         except ProviderError as error:
             log.warning("reply %s failed: %s", self.message_id, error)
             self.status, self.error = Status.ERROR, error
         except asyncio.CancelledError:
+            if self.failed:
+                return
             if not self.stop_requested:
                 self.status = Status.INTERRUPTED  # the process is going away
                 raise
             self.status = Status.STOPPED
         except Exception:
             log.exception("reply %s crashed", self.message_id)
-            self.status = Status.ERROR
-            self.error = ProviderError("malformed", "unexpected failure")
+            self.fail()
+
+    def fail(self):
+        """A bug or an unexpected state on our side: the reply ends as failed, text kept."""
+        self.failed = True
+        self.status = Status.ERROR
+        self.cut_note = FAILED_NOTE
 
     # --- publishing ----------------------------------------------------------
-    async def publish_loop(self):
-        """First token at once, then at most one delta per batch interval."""
-        while not self.done:
-            await self.wakeup.wait()
-            self.wakeup.clear()
+    async def publish_loop(self, pump: asyncio.Task):
+        """First token at once, then at most one delta per batch interval.
+
+        If publishing itself breaks, the reply ends as failed (its text is kept);
+        it must not run on unseen, nor take the other replies down with it.
+        """
+        try:
+            while not self.done:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                await self.flush()
+                if not self.done:
+                    await asyncio.sleep(settings.STREAM_BATCH_SECONDS)
             await self.flush()
-            if not self.done:
-                await asyncio.sleep(settings.STREAM_BATCH_SECONDS)
-        await self.flush()
+        except Exception:
+            log.exception("reply %s: publishing failed", self.message_id)
+            self.fail()
+            pump.cancel()
 
     async def flush(self):
         if not self.pending:
@@ -166,18 +222,20 @@ class Job:
         return self.text_length() != self.saved_chars or now - self.last_save >= heartbeat
 
     def text_length(self) -> int:
-        return sum(map(len, self.flushed)) + sum(map(len, self.pending))
+        return self.chars
 
     def final_fields(self) -> dict:
         text = self.text()
         ended = time.monotonic()
-        prompt = self.usage.prompt_tokens
-        completion = self.usage.completion_tokens
+        prompt, completion = self.usage.prompt_tokens, self.usage.completion_tokens
         estimated = prompt is None or completion is None
+        if self.first_token_at is None and self.status == Status.ERROR and estimated:
+            prompt = completion = 0  # failed before the backend produced anything: free
+            estimated = False
         if prompt is None:
             prompt = self.plan.prompt_estimate
         if completion is None:
-            completion = max(1, len(text) // 4) if text else 0
+            completion = self.tokens_estimate()
         fields = {
             "content": text,
             "status": self.status,
@@ -185,17 +243,21 @@ class Job:
             "completion_tokens": completion,
             "tokens_estimated": estimated,
             "cost": self._cost(prompt, completion),
-            "finish_reason": self.finish,
+            "finish_reason": "length" if self.cut_note else self.finish,
             "updated": timezone.now(),
         }
         if self.first_token_at is not None:
-            fields["ttft_ms"] = round((self.first_token_at - self.started) * 1000)
+            fields["ttft_ms"] = min(round((self.first_token_at - self.started) * 1000), 2**31 - 1)
             streaming_time = ended - self.first_token_at
             if streaming_time > 0 and completion > 1:
                 fields["tokens_per_second"] = round((completion - 1) / streaming_time, 1)
         if self.error is not None:
             fields["error_kind"] = self.error.kind
             fields["error_message"] = self.error.message[:300]
+        elif self.cut_note:
+            fields["error_message"] = self.cut_note
+            if self.failed:
+                fields["error_kind"] = "internal"
         return fields
 
     def ledger_fields(self, fields: dict) -> dict:
@@ -264,30 +326,55 @@ def save_partials(batch: list[tuple[int, str]]):
             )
 
 
+async def _save_batch(batch: list[tuple[int, str]]) -> set[int]:
+    """Save the batch; ids saved. A row that cannot be saved must not stop the others."""
+    try:
+        await save_partials(batch)
+        return {message_id for message_id, _ in batch}
+    except DatabaseError:
+        log.warning("could not save %d running replies; will retry", len(batch))
+        return set()
+    except Exception:
+        log.exception("saving %d running replies failed; saving them one by one", len(batch))
+    saved = set()
+    for item in batch:
+        try:
+            await save_partials([item])
+            saved.add(item[0])
+        except Exception:
+            log.warning("could not save the text of reply %s", item[0])
+    return saved
+
+
 async def _save_forever():
     """One saver per process: about once a second it saves what every reply has so far.
 
     Batching matters: a hundred replies saving on their own would open a hundred
-    database connections a second and fight the relay for the interpreter.
+    database connections a second and fight the relay for the interpreter. It
+    outlives any failure: one bad reply never stops the saving of the others.
     """
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(settings.STREAM_SAVE_SECONDS)
-        now = time.monotonic()
-        due = [
-            job
-            for job in list(JOBS.values())
-            if job.task is not None and job.task.get_loop() is loop and job.save_due(now)
-        ]
-        if not due:
-            continue
-        batch = [(job.message_id, job.text()) for job in due]
         try:
-            await save_partials(batch)
-        except DatabaseError:
-            log.warning("could not save %d running replies; will retry", len(batch))
-            continue
-        for job, (_, text) in zip(due, batch, strict=True):
+            await _save_due(loop)
+        except Exception:
+            log.exception("partial save round failed; will retry")
+
+
+async def _save_due(loop):
+    now = time.monotonic()
+    due = [
+        job
+        for job in list(JOBS.values())
+        if job.task is not None and job.task.get_loop() is loop and job.save_due(now)
+    ]
+    if not due:
+        return
+    batch = [(job.message_id, job.text()) for job in due]
+    saved = await _save_batch(batch)
+    for job, (message_id, text) in zip(due, batch, strict=True):
+        if message_id in saved:
             job.saved_chars, job.last_save = len(text), now
 
 
@@ -311,18 +398,36 @@ def save_final(message_id: int, fields: dict, ledger: dict):
 
 
 @db_async
-def render_final(message_id: int) -> str:
+def final_frames(message_id: int) -> list[str]:
     message = Message.objects.select_related("conversation").get(pk=message_id)
-    return render_to_string("chat/ws/replace_message.html", {"message": message, "last": True})
+    try:
+        return frames.message(message)
+    except Exception:
+        log.exception("could not render reply %s; sending it as plain text", message_id)
+        return frames.message(message, plain=True)
 
 
 async def run(job: Job):
+    try:
+        await _stream_and_finish(job)
+    finally:
+        JOBS.pop(job.message_id, None)  # whatever happened, this job is over
+    if job.plan.title_for and job.status == Status.COMPLETE:
+        conversation_id, question, provisional = job.plan.title_for
+        try:
+            await titles.generate(job.plan, conversation_id, question, provisional)
+        except Exception:
+            log.exception("title for conversation %s failed", conversation_id)
+
+
+async def _stream_and_finish(job: Job):
     layer = get_channel_layer()
     control = await layer.new_channel()
-    await layer.group_add(job_group(job.message_id), control)
+    with suppress(Exception):
+        await layer.group_add(job_group(job.message_id), control)
     pump = asyncio.create_task(job.pump())
     helpers = [
-        asyncio.create_task(job.publish_loop()),
+        asyncio.create_task(job.publish_loop(pump)),
         asyncio.create_task(job.listen(control, pump)),
     ]
     try:
@@ -333,38 +438,61 @@ async def run(job: Job):
     finally:
         job.done = True
         job.wakeup.set()
-        await helpers[0]  # the last delta goes out before the final message
-        for helper in helpers[1:]:
+        await asyncio.wait(helpers[:1], timeout=5)  # the last delta goes out before the end
+        for helper in helpers:
             helper.cancel()
-        await asyncio.wait(helpers[1:], timeout=2)
+        await asyncio.wait(helpers, timeout=2)
         await _finish(job)
         with suppress(Exception):
             await layer.group_discard(job_group(job.message_id), control)
-        JOBS.pop(job.message_id, None)
-    if job.plan.title_for and job.status == Status.COMPLETE:
-        conversation_id, question, provisional = job.plan.title_for
-        await titles.generate(
-            job.plan.endpoint, job.plan.request.model, conversation_id, question, provisional
-        )
 
 
-async def _finish(job: Job):
-    fields = job.final_fields()
-    ledger = job.ledger_fields(fields)
+def _ending(job: Job) -> tuple[dict, dict]:
+    """The final row and ledger values; if computing them fails, the plainest honest ones."""
+    try:
+        fields = job.final_fields()
+        return fields, job.ledger_fields(fields)
+    except Exception:
+        log.exception("reply %s: could not compute its final numbers", job.message_id)
+        job.fail()
+        return _ending_after_failure(job)
+
+
+async def _save_ending(job: Job, fields: dict, ledger: dict) -> bool:
     for attempt in range(FINAL_SAVE_ATTEMPTS):
         try:
             await save_final(job.message_id, fields, ledger)
-            break
+            return True
         except DatabaseError as error:
             log.warning(
                 "final save of reply %s failed (attempt %d): %s", job.message_id, attempt + 1, error
             )
             await asyncio.sleep(min(0.25 * 2**attempt, 5))
-    else:
-        log.error("reply %s could not be saved; it stays streaming until recovery", job.message_id)
+        except Exception:
+            if job.failed:
+                break
+            log.exception("reply %s: its final values could not be saved", job.message_id)
+            job.fail()
+            fields, ledger = _ending_after_failure(job)
+    log.error("reply %s could not be saved; it stays streaming until recovery", job.message_id)
+    return False
+
+
+def _ending_after_failure(job: Job) -> tuple[dict, dict]:
+    return (
+        {"content": job.text(), "status": Status.ERROR, "error_kind": "internal",
+         "error_message": FAILED_NOTE, "updated": timezone.now()},
+        {"status": Status.ERROR, "completion_tokens": job.tokens_estimate(),
+         "tokens_estimated": True},
+    )  # fmt: skip
+
+
+async def _finish(job: Job):
+    fields, ledger = _ending(job)
+    if not await _save_ending(job, fields, ledger):
         return
     try:
-        html = await render_final(job.message_id)
+        html = await final_frames(job.message_id)
     except Message.DoesNotExist:
         return  # deleted meanwhile (conversation deleted): nobody to tell
     except Exception:
@@ -372,7 +500,7 @@ async def _finish(job: Job):
         return
     await _send_quietly(
         job.plan.group,
-        {"type": "gen.done", "message_id": job.message_id, "status": job.status, "html": html},
+        {"type": "gen.done", "message_id": job.message_id, "status": job.status, "frames": html},
     )
 
 

@@ -151,6 +151,10 @@ class UsageRecord(models.Model):
         PRICES = "prices"
         NONE = "none"
 
+    class Purpose(models.TextChoices):
+        REPLY = "reply"
+        TITLE = "title", "conversation title"
+
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records"
     )
@@ -172,6 +176,7 @@ class UsageRecord(models.Model):
     )
     duration_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=12, choices=Message.Status.choices)
+    purpose = models.CharField(max_length=8, choices=Purpose.choices, default=Purpose.REPLY)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -183,3 +188,39 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class SiteSettings(models.Model):
+    """Site-wide choices an admin makes in the admin (one row)."""
+
+    class Titles(models.TextChoices):
+        CONVERSATION_MODEL = "conversation", "by the conversation's own model"
+        CHOSEN_MODEL = "chosen", "by the title model chosen below"
+        OFF = "off", "off (keep the first words of the first message)"
+
+    titles = models.CharField(
+        "automatic titles",
+        max_length=12,
+        choices=Titles.choices,
+        default=Titles.CONVERSATION_MODEL,
+        help_text="Each title is one short upstream call, metered and counted against the "
+        "user's quota like a reply.",
+    )
+    title_model = models.ForeignKey(
+        "providers.Model",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A small, cheap model. If it is unavailable, the conversation's model is used.",
+    )
+
+    class Meta:
+        verbose_name = verbose_name_plural = "site settings"
+
+    def __str__(self):
+        return "Site settings"
+
+    @classmethod
+    def load(cls) -> "SiteSettings":
+        return cls.objects.get_or_create(pk=1)[0]

@@ -93,8 +93,17 @@ def usage_of(user, now: datetime) -> Usage:
     )
 
 
-def check(user, running: int):
-    """Raise QuotaExceeded with a message saying which limit and when it resets."""
+@dataclass
+class Allowance:
+    """What is left of the limits that bound a reply's length (None: no limit)."""
+
+    tokens_left: int | None = None
+    cost_left: Decimal | None = None
+
+
+def check(user, running: int) -> Allowance:
+    """Raise QuotaExceeded with a message saying which limit and when it resets;
+    otherwise say how many tokens and how much money are left to spend."""
     limits = limits_for(user)
     if running >= limits.max_concurrent:
         raise QuotaExceeded(
@@ -120,3 +129,26 @@ def check(user, running: int):
             f"You have used your ${limits.cost_per_month:.2f} budget for this month; it resets "
             f"on {reset:%-d %B} at 00:00 UTC."
         )
+    return Allowance(
+        tokens_left=None
+        if limits.tokens_per_day is None
+        else limits.tokens_per_day - used.tokens_today,
+        cost_left=None
+        if limits.cost_per_month is None
+        else limits.cost_per_month - used.cost_this_month,
+    )
+
+
+def no_room_message(kind: str) -> str:
+    """The quota left cannot pay for the prompt itself: which one, and when it resets."""
+    now = timezone.now()
+    if kind == "tokens":
+        reset = day_start(now) + timedelta(days=1)
+        return (
+            "Not enough of your daily tokens are left for this message; the limit resets at "
+            f"00:00 UTC, in {_in(reset - now)}."
+        )
+    return (
+        "Not enough of your monthly budget is left for this message; it resets on "
+        f"{next_month(now):%-d %B} at 00:00 UTC."
+    )

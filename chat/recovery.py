@@ -17,10 +17,9 @@ from datetime import timedelta
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
-from django.template.loader import render_to_string
 from django.utils import timezone
 
-from chat import generation
+from chat import frames, generation
 from chat.db import db_async
 from chat.models import Message, UsageRecord
 
@@ -64,11 +63,8 @@ def recover_orphans() -> list[Message]:
 
 
 @db_async
-def _recover_and_render() -> list[tuple[Message, str]]:
-    return [
-        (m, render_to_string("chat/ws/replace_message.html", {"message": m, "last": True}))
-        for m in recover_orphans()
-    ]
+def _recover_and_render() -> list[tuple[Message, list[str]]]:
+    return [(m, frames.message(m)) for m in recover_orphans()]
 
 
 async def sweep_once():
@@ -83,7 +79,7 @@ async def sweep_once():
             "type": "gen.done",
             "message_id": message.pk,
             "status": message.status,
-            "html": html,
+            "frames": html,
         }
         try:
             await layer.group_send(message.conversation.group, event)

@@ -7,6 +7,7 @@ link rel="noopener noreferrer" target="_blank".
 """
 
 import nh3
+from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 from pygments import highlight as pygments_highlight
@@ -63,3 +64,48 @@ def render_markdown(text: str) -> SafeString:
         filter_style_properties={"text-align"},
     )
     return mark_safe(clean)  # noqa: S308 - the output of the sanitizer above
+
+
+def _top_level_blocks(text: str) -> list[str]:
+    """The source of each top-level block (paragraph, list, table, fence…), in order."""
+    lines = text.splitlines(keepends=True)
+    starts = sorted(
+        {0}
+        | {
+            token.map[0]
+            for token in _markdown.parse(text)
+            if token.level == 0 and token.map and token.nesting in (0, 1)
+        }
+    )
+    ends = [*starts[1:], len(lines)]
+    return ["".join(lines[a:b]) for a, b in zip(starts, ends, strict=True) if a < b]
+
+
+def markdown_parts(text: str, max_bytes: int) -> list[SafeString]:
+    """Sanitized HTML for `text` in pieces of at most `max_bytes`, cut between top-level
+    blocks, for a reply too big to send in one websocket frame. A single block whose
+    HTML is still too big is shown as plain text, in pieces."""
+    plain_chars = max(1, (max_bytes - 64) // 6)  # escaping makes a character at most 6 bytes
+    parts: list[SafeString] = []
+
+    def emit(blocks: list[str]):
+        html = render_markdown("".join(blocks))
+        if len(html.encode()) <= max_bytes:
+            parts.append(html)
+        elif len(blocks) > 1:
+            for block in blocks:
+                emit([block])
+        else:
+            for start in range(0, len(blocks[0]), plain_chars):
+                piece = escape(blocks[0][start : start + plain_chars])
+                parts.append(mark_safe(f'<pre class="plain">{piece}</pre>'))  # noqa: S308
+
+    group: list[str] = []
+    for block in _top_level_blocks(text):
+        if group and sum(map(len, group)) + len(block) > plain_chars:
+            emit(group)
+            group = []
+        group.append(block)
+    if group:
+        emit(group)
+    return parts

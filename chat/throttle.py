@@ -7,13 +7,38 @@ gains nothing; the person is told when to try again.
 """
 
 import hashlib
+import ipaddress
 import time
 
+from django.conf import settings
 from django.core.cache import cache
 
 WINDOW_SECONDS = 15 * 60
 MAX_PER_ACCOUNT = 5
 MAX_PER_ADDRESS = 20
+
+
+def client_address(request) -> str:
+    """The address of whoever is on the other side of our trusted reverse proxies.
+
+    With TRUSTED_PROXY_COUNT = N, each of the N proxies appended the address it
+    saw to X-Forwarded-For, so the client is the Nth entry from the right.
+    Anything to the left of it came from the client and proves nothing (daphne's
+    --proxy-headers takes the leftmost entry, which is why we do not rely on it).
+    """
+    peer = request.META.get("REMOTE_ADDR", "")
+    hops = settings.TRUSTED_PROXY_COUNT
+    if not hops:
+        return peer
+    forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [a for a in forwarded if a]
+    if not forwarded:
+        return peer
+    candidate = forwarded[-hops] if len(forwarded) >= hops else forwarded[0]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return peer  # not an address: a misconfigured proxy, or a forgery
 
 
 def _keys(username: str, address: str) -> list[tuple[str, int]]:

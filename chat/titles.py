@@ -1,32 +1,136 @@
-"""Name a new conversation by asking its own model for a short title.
+"""Name a new conversation by asking a model for a short title.
 
-Runs in the background after the first reply completes. If the model fails or
-answers nonsense, the first words of the first message (set when it was sent)
-stay as the title. A title the user already changed is never overwritten.
+Runs in the background after the first reply completes. Admins choose in Site
+settings whether titles come from the conversation's own model, from a chosen
+(cheap) model, or not at all. A title call is metered like a reply: it checks
+the user's quota first, writes a ledger row marked as a title, and fails free
+when the backend produces nothing. If the model fails or answers nonsense, the
+first words of the first message (set when it was sent) stay as the title. A
+title the user already changed is never overwritten.
 """
 
 import logging
+from dataclasses import dataclass
+from decimal import Decimal
 
 from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
+from django.utils import timezone
 
+from chat import quotas
 from chat.db import db_async
-from chat.models import Conversation
+from chat.models import Conversation, Message, SiteSettings, UsageRecord
 from providers import client
 from providers.base import ChatRequest, Endpoint, ProviderError
 
 log = logging.getLogger(__name__)
 MAX_TITLE = 60
+TITLE_TOKENS = 24
 INSTRUCTION = (
     "Write a title of at most six words for a conversation that starts with the message "
     "below. Answer with the title only, no quotes.\n\nMessage:\n"
 )
+_MARKERS = "\"'`*#_>~-–—•+ "
 
 
 def clean(raw: str) -> str:
+    """The first line of the model's answer, without quotes, Markdown or list markers."""
     line = next((line for line in raw.strip().splitlines() if line.strip()), "")
-    line = line.strip().strip("\"'`*#").removeprefix("Title:").strip().strip("\"'")
+    line = line.strip().lstrip(_MARKERS)
+    line = line.removeprefix("Title:").removeprefix("title:").strip(_MARKERS + ".")
+    line = line.lstrip("0123456789").lstrip(".) ") if line[:1].isdigit() else line
+    for mark in ("**", "__", "`"):
+        line = line.replace(mark, "")
     return line[:MAX_TITLE].strip()
+
+
+@dataclass(frozen=True)
+class TitleCall:
+    endpoint: Endpoint
+    request: ChatRequest
+    ledger_id: int
+
+
+def _model_for(message: Message):
+    site = SiteSettings.load()
+    if site.titles == SiteSettings.Titles.OFF:
+        return None
+    chosen = site.title_model
+    usable = chosen is not None and chosen.enabled and chosen.provider.usable
+    if site.titles == SiteSettings.Titles.CHOSEN_MODEL and usable:
+        return chosen
+    return message.model
+
+
+@db_async
+def _prepare(message_id: int, question: str) -> TitleCall | None:
+    """Pick the model, check the quota, and open the ledger row; None when no title is due."""
+    message = Message.objects.select_related("conversation__owner", "model__provider").get(
+        pk=message_id
+    )
+    model = _model_for(message)
+    user = message.conversation.owner
+    if model is None or not user.is_active:
+        return None
+    request = ChatRequest(
+        model=model.remote_id,
+        messages=[{"role": "user", "content": INSTRUCTION + question[:2000]}],
+        max_tokens=TITLE_TOKENS,
+    )
+    prompt_tokens = len(request.messages[0]["content"]) // 3 + 8
+    try:
+        allowance = quotas.check(user, running=0)
+    except quotas.QuotaExceeded:
+        return None
+    if allowance.tokens_left is not None and allowance.tokens_left < prompt_tokens + TITLE_TOKENS:
+        return None
+    ledger = UsageRecord.objects.create(
+        user=user,
+        model=model,
+        model_name=model.display_name,
+        provider_name=model.provider.name,
+        purpose=UsageRecord.Purpose.TITLE,
+        status=Message.Status.STREAMING,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=TITLE_TOKENS,
+        tokens_estimated=True,
+        cost_source=UsageRecord.CostSource.NONE,
+    )
+    return TitleCall(client.endpoint_for(model.provider, model), request, ledger.pk)
+
+
+@db_async
+def _meter(ledger_id: int, completion, started: float):
+    """Finish the title's ledger row: what the backend reported, or an estimate; free on failure."""
+    record = UsageRecord.objects.select_related("model").get(pk=ledger_id)
+    fields = {"duration_ms": round((timezone.now().timestamp() - started) * 1000)}
+    if completion is None:
+        failed = {"prompt_tokens": 0, "completion_tokens": 0, "tokens_estimated": False}
+        fields.update(status=Message.Status.ERROR, **failed)
+    else:
+        usage = completion.usage
+        prompt = usage.prompt_tokens if usage.prompt_tokens is not None else record.prompt_tokens
+        reply = usage.completion_tokens
+        fields.update(
+            status=Message.Status.COMPLETE,
+            prompt_tokens=prompt,
+            completion_tokens=reply if reply is not None else max(1, len(completion.text) // 4),
+            tokens_estimated=usage.prompt_tokens is None or reply is None,
+        )
+        fields.update(_cost(record.model, usage, prompt, fields["completion_tokens"]))
+    UsageRecord.objects.filter(pk=ledger_id).update(**fields)
+
+
+def _cost(model, usage, prompt: int, completion: int) -> dict:
+    if usage.cost is not None:
+        return {"cost": usage.cost, "cost_source": UsageRecord.CostSource.PROVIDER}
+    price_in, price_out = (
+        (model.price_input_per_mtok, model.price_output_per_mtok) if model else (None, None)
+    )
+    if price_in is None and price_out is None:
+        return {}
+    spent = (price_in or 0) * prompt + (price_out or 0) * completion
+    return {"cost": Decimal(spent) / 1_000_000, "cost_source": UsageRecord.CostSource.PRICES}
 
 
 @db_async
@@ -40,22 +144,20 @@ def _save(conversation_id, provisional: str, title: str) -> str | None:
     )
 
 
-async def generate(
-    endpoint: Endpoint, model_remote_id: str, conversation_id, question: str, provisional: str
-):
-    request = ChatRequest(
-        model=model_remote_id,
-        messages=[{"role": "user", "content": INSTRUCTION + question[:2000]}],
-        max_tokens=24,
-    )
+async def generate(plan, conversation_id, question: str, provisional: str):
+    call = await _prepare(plan.message_id, question)
+    if call is None:
+        return
+    started = timezone.now().timestamp()
     try:
-        title = clean((await client.complete(endpoint, request)).text)
+        completion = await client.complete(call.endpoint, call.request)
     except ProviderError as error:
         log.info("no title for %s: %s", conversation_id, error)
-        return
+        completion = None
+    await _meter(call.ledger_id, completion, started)
+    title = clean(completion.text) if completion else ""
     if len(title) < 2:
         return
     html = await _save(conversation_id, provisional, title)
     if html:
-        group = f"conv.{conversation_id.hex}"
-        await get_channel_layer().group_send(group, {"type": "thread.html", "html": html})
+        await get_channel_layer().group_send(plan.group, {"type": "thread.html", "frames": [html]})

@@ -6,9 +6,10 @@ stored when a check fails, so a refused message is never half-saved.
 """
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from chat import context, quotas
+from chat import bounds, context, quotas
 from chat.generation import Plan
 from chat.models import Conversation, Message, Preference, UsageRecord
 from providers import client
@@ -16,10 +17,16 @@ from providers.base import ChatRequest
 from providers.models import SAMPLING_PARAMS, Model
 
 Status = Message.Status
+MAX_ID = 2**63 - 1  # the largest id a database row can have
 
 
 class Refused(Exception):
     """A command the user may not run now; the message says why and what to do."""
+
+
+def current_user(user_id):
+    """The account as it is now (rights, groups, staff), or None once it is deactivated."""
+    return get_user_model().objects.filter(pk=user_id, is_active=True).first()
 
 
 def owned_conversation(user, conversation_id) -> Conversation | None:
@@ -34,11 +41,21 @@ def streaming_ids(conversation_id) -> list[int]:
     )
 
 
-def owned_message(conversation: Conversation, message_id) -> Message:
+def as_id(value, refusal: str = "That message does not exist.") -> int:
+    """A row id from a command or form: a positive integer that fits the database."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise Refused(refusal)
     try:
-        message_id = int(message_id)
-    except (TypeError, ValueError):
-        raise Refused("That message does not exist.") from None
+        number = int(value)
+    except ValueError:
+        raise Refused(refusal) from None
+    if not 0 < number <= MAX_ID:
+        raise Refused(refusal)
+    return number
+
+
+def owned_message(conversation: Conversation, message_id) -> Message:
+    message_id = as_id(message_id)
     message = Message.objects.filter(pk=message_id, conversation=conversation).first()
     if message is None:  # another user's id looks exactly like a missing one
         raise Refused("That message does not exist.")
@@ -59,12 +76,10 @@ def _clean_content(content) -> str:
 def _pick_model(user, conversation: Conversation, model_id) -> Model:
     available = Model.objects.available_to(user).select_related("provider")
     if model_id not in (None, ""):
-        try:
-            model = available.filter(pk=int(model_id)).first()
-        except (TypeError, ValueError):
-            model = None
+        refusal = "That model is not available to you. Pick another one."
+        model = available.filter(pk=as_id(model_id, refusal)).first()
         if model is None:
-            raise Refused("That model is not available to you. Pick another one.")
+            raise Refused(refusal)
         return model
     if conversation.model_id:
         model = available.filter(pk=conversation.model_id).first()
@@ -81,16 +96,15 @@ def _pick_model(user, conversation: Conversation, model_id) -> Model:
     return model
 
 
-def _lock_user_generations(user):
+def _lock_user_generations(user) -> tuple[Preference, quotas.Allowance]:
     """Serialise a user's starts, then enforce their quotas (concurrency included)."""
     preference, _ = Preference.objects.get_or_create(user=user)
     Preference.objects.select_for_update().filter(pk=preference.pk).first()
     running = Message.objects.filter(conversation__owner=user, status=Status.STREAMING).count()
     try:
-        quotas.check(user, running)
+        return preference, quotas.check(user, running)
     except quotas.QuotaExceeded as exceeded:
         raise Refused(str(exceeded)) from None
-    return preference
 
 
 def _check_idle(conversation: Conversation):
@@ -107,10 +121,7 @@ def _sampling(conversation: Conversation, model: Model) -> tuple[dict, int | Non
             value = chosen.get(name, (model.param_defaults or {}).get(name))
             if value is not None:
                 params[name] = value
-    max_tokens = chosen.get("max_tokens") or model.default_max_tokens
-    if max_tokens and model.max_output_tokens:
-        max_tokens = min(max_tokens, model.max_output_tokens)
-    return params, max_tokens
+    return params, chosen.get("max_tokens")
 
 
 def _history(conversation: Conversation, before_id: int | None = None) -> list[dict]:
@@ -120,24 +131,42 @@ def _history(conversation: Conversation, before_id: int | None = None) -> list[d
     return [{"role": m.role, "content": m.content} for m in messages.order_by("id")]
 
 
-def _plan(conversation, model, assistant: Message, prompt, title_for=None) -> Plan:
-    params, max_tokens = _sampling(conversation, model)
+def _bounds(conversation, model, prompt, allowance) -> bounds.Bounds:
+    window = model.context_window or settings.DEFAULT_CONTEXT_WINDOW
+    try:
+        return bounds.decide(
+            wanted=_sampling(conversation, model)[1],
+            model=model,
+            context_left=window - prompt.estimated_tokens,
+            prompt_tokens=prompt.estimated_tokens,
+            allowance=allowance,
+        )
+    except bounds.NoRoom as no_room:
+        raise Refused(quotas.no_room_message(str(no_room))) from None
+
+
+def _plan(conversation, model, assistant: Message, prompt, limits, title_for=None) -> Plan:
+    params, _ = _sampling(conversation, model)
     request = ChatRequest(
         model=model.remote_id,
         messages=prompt.messages,
-        max_tokens=max_tokens,
+        max_tokens=limits.max_tokens,
         params=params,
         prompt_format=model.prompt_format,
         raw_prompt=model.raw_prompt,
     )
     return Plan(
         message_id=assistant.pk,
+        user_id=conversation.owner_id,
         group=conversation.group,
         endpoint=client.endpoint_for(model.provider, model),
         request=request,
         price_in=model.price_input_per_mtok,
         price_out=model.price_output_per_mtok,
         prompt_estimate=prompt.estimated_tokens,
+        cut_tokens=limits.cut_tokens,
+        cut_bytes=limits.cut_bytes,
+        cut_reason=limits.cut_reason,
         title_for=title_for,
     )
 
@@ -150,8 +179,12 @@ def _build_prompt(conversation, model, history):
         raise Refused(str(error)) from None
 
 
-def _new_reply(conversation, model, prompt) -> Message:
-    """The reply's row and its ledger row, both from the first moment."""
+def _new_reply(conversation, model, prompt, limits: bounds.Bounds) -> Message:
+    """The reply's row and its ledger row, both from the first moment.
+
+    Until the reply ends, its ledger row holds the most it may use (prompt plus
+    the cut), so replies running side by side cannot spend the same quota twice.
+    """
     reply = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -167,6 +200,12 @@ def _new_reply(conversation, model, prompt) -> Message:
         model_name=model.display_name,
         provider_name=model.provider.name,
         status=Status.STREAMING,
+        prompt_tokens=prompt.estimated_tokens,
+        completion_tokens=limits.cut_tokens,
+        tokens_estimated=True,
+        cost=limits.reserve_cost(
+            prompt.estimated_tokens, model.price_input_per_mtok, model.price_output_per_mtok
+        ),
         cost_source=UsageRecord.CostSource.NONE,
     )
     return reply
@@ -195,17 +234,18 @@ def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], 
     content = _clean_content(content)
     model = _pick_model(user, conversation, model_id)
     _check_idle(conversation)
-    preference = _lock_user_generations(user)
+    preference, allowance = _lock_user_generations(user)
     history = [*_history(conversation), {"role": "user", "content": content}]
     prompt = _build_prompt(conversation, model, history)
+    limits = _bounds(conversation, model, prompt, allowance)
     question = Message.objects.create(
         conversation=conversation, role=Message.Role.USER, content=content
     )
-    reply = _new_reply(conversation, model, prompt)
+    reply = _new_reply(conversation, model, prompt, limits)
     first = not conversation.title
     _touch(conversation, model, preference, content)
     title_for = (conversation.pk, content, conversation.title) if first else None
-    return [question, reply], _plan(conversation, model, reply, prompt, title_for)
+    return [question, reply], _plan(conversation, model, reply, prompt, limits, title_for)
 
 
 @transaction.atomic
@@ -218,15 +258,16 @@ def regenerate(user, conversation_id, model_id=None) -> tuple[list[int], Message
         raise Refused("There is nothing to regenerate yet.")
     removed = [last.pk] if last.role == Message.Role.ASSISTANT else []
     model = _pick_model(user, conversation, model_id)
-    preference = _lock_user_generations(user)
+    preference, allowance = _lock_user_generations(user)
     history = _history(conversation, before_id=last.pk if removed else None)
     if not history or history[-1]["role"] != "user":
         raise Refused("There is no question to answer again.")
     prompt = _build_prompt(conversation, model, history)
+    limits = _bounds(conversation, model, prompt, allowance)
     Message.objects.filter(pk__in=removed).delete()
-    reply = _new_reply(conversation, model, prompt)
+    reply = _new_reply(conversation, model, prompt, limits)
     _touch(conversation, model, preference)
-    return removed, reply, _plan(conversation, model, reply, prompt)
+    return removed, reply, _plan(conversation, model, reply, prompt, limits)
 
 
 @transaction.atomic
@@ -239,17 +280,18 @@ def edit(user, conversation_id, message_id, content) -> tuple[list[int], list[Me
     content = _clean_content(content)
     _check_idle(conversation)
     model = _pick_model(user, conversation, None)
-    preference = _lock_user_generations(user)
+    preference, allowance = _lock_user_generations(user)
     history = [*_history(conversation, before_id=question.pk), {"role": "user", "content": content}]
     prompt = _build_prompt(conversation, model, history)
+    limits = _bounds(conversation, model, prompt, allowance)
     later = conversation.messages.filter(pk__gt=question.pk)
     removed = list(later.values_list("pk", flat=True))
     later.delete()
     question.content = content
     question.save(update_fields=["content"])
-    reply = _new_reply(conversation, model, prompt)
+    reply = _new_reply(conversation, model, prompt, limits)
     _touch(conversation, model, preference)
-    return removed, [question, reply], _plan(conversation, model, reply, prompt)
+    return removed, [question, reply], _plan(conversation, model, reply, prompt, limits)
 
 
 def stoppable(user, conversation_id, message_id) -> int:
@@ -276,21 +318,18 @@ def start_conversation(user, content, model_id=None) -> tuple[Conversation, list
     return conversation, messages, plan
 
 
-def sync_state(conversation_id, after, streaming) -> tuple[list[Message], list[Message]]:
+def sync_state(conversation_id, after: int, streaming: list[int]):
     """What a page that shows messages up to `after` (some of them `streaming`) is missing.
 
     Returns (messages it shows as streaming that have since finished, messages newer
-    than `after`). Ids from elsewhere are ignored: only this conversation's rows match.
+    than `after`, ids of both kinds still streaming). Ids from elsewhere are ignored:
+    only this conversation's rows match.
     """
-    try:
-        after = int(after or 0)
-        streaming = [int(i) for i in (streaming or [])][:100]
-    except (TypeError, ValueError):
-        raise Refused("That was not a valid command.") from None
     mine = Message.objects.filter(conversation_id=conversation_id)
     finished = list(mine.filter(pk__in=streaming).exclude(status=Status.STREAMING))
     newer = list(mine.filter(pk__gt=after).order_by("id")[:200])
-    return finished, newer
+    still = mine.filter(pk__in=[*streaming, *(m.pk for m in newer)], status=Status.STREAMING)
+    return finished, newer, list(still.values_list("pk", flat=True))
 
 
 def is_streaming(conversation_id, message_id) -> bool:

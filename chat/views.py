@@ -1,8 +1,6 @@
 """The chat pages. Every view that takes an id looks it up among the user's own
 conversations, so another user's id is simply a 404."""
 
-import json
-
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -225,14 +223,11 @@ def export_conversation(request, conversation_id, fmt):
 @login_required
 @require_POST
 def import_conversation(request):
-    upload = request.FILES.get("file")
     try:
-        data = json.load(upload) if upload and upload.size < 5_000_000 else None
+        data = export.read_upload(request.FILES.get("file"))
         conversation = export.import_json(request.user, data)
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
-        conversation = None
-    if conversation is None:
+    except export.BadImport as bad:
         context = _page_context(request)
-        context["error"] = "That file is not a conversation exported from here (JSON)."
+        context["error"] = str(bad)
         return render(request, "chat/page.html", context, status=400)
     return redirect("conversation", conversation_id=conversation.pk)

@@ -1,7 +1,7 @@
 """ASGI entry point: HTTP goes to Django, websockets to the chat consumers.
 
-Websockets pass the Origin check (against ALLOWED_HOSTS) and then the session
-auth; the consumer itself refuses anonymous users.
+Websockets pass the Origin check (scheme, host and port of this site) and then
+the session auth; the consumer itself refuses anonymous users.
 """
 
 import os
@@ -14,9 +14,9 @@ django_asgi_app = get_asgi_application()  # set up Django before importing consu
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chatsite.origin import SameOriginValidator  # noqa: E402
 
 
 def _save_replies_before_shutdown():
@@ -41,8 +41,6 @@ _save_replies_before_shutdown()
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -137,7 +137,9 @@ def secret(name: str, *, debug: bool, local_file: Path) -> str:
     if value:
         return value
     if not debug:
-        raise ImproperlyConfigured(f"{name} must be set when DEBUG is off")
+        raise ImproperlyConfigured(
+            f"{name} must be set when DEBUG is off. Make one with: {GENERATE_HINT}"
+        )
     stored = json.loads(local_file.read_text()) if local_file.exists() else {}
     if name not in stored:
         stored[name] = secrets.token_urlsafe(48)
@@ -145,3 +147,24 @@ def secret(name: str, *, debug: bool, local_file: Path) -> str:
         local_file.write_text(json.dumps(stored, indent=2))
         local_file.chmod(0o600)
     return stored[name]
+
+
+MIN_SECRET_CHARS = 32
+GENERATE_HINT = (
+    'python3 -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+)
+
+
+def require_strong_secrets(name: str, value: str):
+    """Refuse a short, repetitive or placeholder secret (each, when comma-separated)."""
+    for secret_value in [part.strip() for part in value.split(",")]:
+        weak = (
+            len(secret_value) < MIN_SECRET_CHARS
+            or len(set(secret_value)) < 10
+            or "change-me" in secret_value.lower()
+        )
+        if weak:
+            raise ImproperlyConfigured(
+                f"{name} is missing or weak: each secret needs at least {MIN_SECRET_CHARS} "
+                f"random characters. Make one with: {GENERATE_HINT}"
+            )

@@ -19,6 +19,8 @@ SECRET_KEY = env.secret("SECRET_KEY", debug=DEBUG, local_file=LOCAL_DIR / "secre
 PROVIDER_KEYS_SECRET = env.secret(
     "PROVIDER_KEYS_SECRET", debug=DEBUG, local_file=LOCAL_DIR / "secrets.json"
 )
+if not DEBUG:
+    env.require_strong_secrets("PROVIDER_KEYS_SECRET", PROVIDER_KEYS_SECRET)
 
 ALLOWED_HOSTS = env.env_list("ALLOWED_HOSTS", [])
 CSRF_TRUSTED_ORIGINS = env.env_origins("CSRF_TRUSTED_ORIGINS")
@@ -95,6 +97,27 @@ MAX_CONCURRENT_GENERATIONS = env.env_int("MAX_CONCURRENT_GENERATIONS", 2, minimu
 MAX_MESSAGE_CHARS = env.env_int("MAX_MESSAGE_CHARS", 32_000, minimum=100)
 DEFAULT_CONTEXT_WINDOW = env.env_int("DEFAULT_CONTEXT_WINDOW", 4096, minimum=256)
 DEFAULT_REPLY_RESERVE = env.env_int("DEFAULT_REPLY_RESERVE", 1024, minimum=16)
+# Every reply is bounded (see the README's security section). The output limit
+# sent upstream is the smallest of the conversation's setting, the model's
+# maximum, the context left and the quota left; these hard caps cut whatever a
+# backend sends past them.
+MAX_REPLY_TOKENS = env.env_int("MAX_REPLY_TOKENS", 16_384, minimum=16)
+MAX_REPLY_BYTES = env.env_int("MAX_REPLY_BYTES", 256 * 1024, minimum=1024)
+# Websocket frames the server sends stay under this many bytes (daphne refuses
+# to send a message over 1 MiB); longer replies go out in parts.
+WS_FRAME_BYTES = 256 * 1024
+# Open chat sockets one user may hold in one process (tabs, devices).
+MAX_SOCKETS_PER_USER = env.env_int("MAX_SOCKETS_PER_USER", 20, minimum=1)
+# How often each process re-checks the sessions and accounts behind its open
+# sockets, so logout, password change, deactivation or a deleted session ends
+# them within about this long, whichever process or shell made the change.
+SOCKET_RECHECK_SECONDS = 0.5
+# Import: largest file and most messages one imported conversation may have.
+IMPORT_MAX_BYTES = env.env_int("IMPORT_MAX_BYTES", 5_000_000, minimum=1000)
+IMPORT_MAX_MESSAGES = env.env_int("IMPORT_MAX_MESSAGES", 2000, minimum=1)
+# Reverse proxies in front of daphne that append to X-Forwarded-For; the client
+# address (for login throttling) is the entry this many places from the right.
+TRUSTED_PROXY_COUNT = env.env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # Streaming: the first token goes at once, later ones in batches this far apart;
 # the growing text is saved at most this often.
 STREAM_BATCH_SECONDS = 0.04

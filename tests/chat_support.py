@@ -18,11 +18,19 @@ FINAL = re.compile(r'<article id="msg-(\d+)"[^>]*data-status="(\w+)"[^>]*hx-swap
 NOTICE = re.compile(r'<p class="notice" role="alert">(.*?)</p>', re.S)
 
 
-def session_cookie(user) -> bytes:
+def logged_in(user) -> Client:
     client = Client()
     client.force_login(user)
+    return client
+
+
+def cookie_of(client: Client) -> bytes:
     name = settings.SESSION_COOKIE_NAME
     return f"{name}={client.cookies[name].value}".encode()
+
+
+def session_cookie(user) -> bytes:
+    return cookie_of(logged_in(user))
 
 
 class Socket:
@@ -32,13 +40,19 @@ class Socket:
         self.user, self.conversation = user, conversation
         self.frames: list[str] = []
         self.communicator = None
+        self.client: Client | None = None  # the browser session behind the socket
 
     async def open(self) -> bool:
-        cookie = await sync_to_async(session_cookie)(self.user)
+        self.client = await sync_to_async(logged_in)(self.user)
+        cookie = cookie_of(self.client)
         self.communicator = WebsocketCommunicator(
             application,
             f"/ws/chat/{self.conversation.pk}/",
-            headers=[(b"origin", b"http://localhost"), (b"cookie", cookie)],
+            headers=[
+                (b"origin", b"http://localhost"),
+                (b"host", b"localhost"),
+                (b"cookie", cookie),
+            ],
         )
         connected, _ = await self.communicator.connect(timeout=10)
         return connected
@@ -74,6 +88,18 @@ class Socket:
 
     async def close(self):
         await self.communicator.disconnect()
+
+    async def closed_with(self, timeout=5.0) -> int:
+        """The close code the server ended this socket with (frames before it are kept)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"the socket stayed open; got {self.frames[-3:]}")
+            output = await self.communicator.receive_output(timeout=remaining)
+            if output["type"] == "websocket.close":
+                return output.get("code")
+            self.frames.append(output.get("text", ""))
 
     def text_of(self, message_id: int) -> str:
         """What this tab shows for a streaming message: the last snapshot plus later deltas."""

@@ -4,6 +4,12 @@ from django.contrib.auth import get_user_model
 PASSWORD = "a-long-passphrase-1"  # noqa: S105 - a test fixture's password
 
 
+@pytest.fixture(autouse=True)
+def _local_hosts(settings):
+    """Tests run with DEBUG off, so the development host names must be listed to be allowed."""
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost", "127.0.0.1"]
+
+
 @pytest.fixture
 def make_user(db):
     def make(username="alice", password=PASSWORD, **extra):

@@ -13,6 +13,7 @@ records each request and when a client hung up, so tests can prove that
 """
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -47,6 +48,8 @@ class Behaviour:
     models: list[str] = field(default_factory=lambda: ["fake-model"])
     n_ctx: int = 4096
     fail_first: int = 0  # answer the first N requests with `status`, then succeed
+    endless: bool = False  # repeat `tokens` for ever, as fast as the client reads
+    ignore_max_tokens: bool = False  # a backend that does not honour the output limit
 
 
 @dataclass
@@ -139,7 +142,7 @@ class FakeBackend:
             body = None
         seen = Seen(method, urlsplit(target).path, headers, body, time.monotonic())
         self.requests.append(seen)
-        watcher = asyncio.ensure_future(self._watch_hangup(reader, seen))
+        watcher = asyncio.ensure_future(self._watch_hangup(reader, writer, seen))
         try:
             keep_open = await self._route(seen, writer)
         except ConnectionError:
@@ -152,10 +155,11 @@ class FakeBackend:
             watcher.cancel()
         return keep_open
 
-    async def _watch_hangup(self, reader, seen):
+    async def _watch_hangup(self, reader, writer, seen):
         # While we answer, the client sends nothing more: EOF means it hung up.
         if await reader.read(1) == b"":
             seen.hung_up_at = time.monotonic() - seen.started
+            writer.transport.abort()  # stop writing into a closed connection
 
     async def _respond(self, writer, status, payload, extra_headers=()):
         data = json.dumps(payload).encode()
@@ -176,6 +180,8 @@ class FakeBackend:
         await writer.drain()
 
     async def _chunk(self, writer, data: bytes):
+        if writer.transport.is_closing():
+            raise ConnectionResetError("the client hung up")  # asyncio would buffer for ever
         b = self.behaviour
         pieces = [data]
         if b.split_bytes and len(data) > 3:
@@ -225,6 +231,10 @@ class FakeBackend:
     def _reply_tokens(self, body) -> tuple[list[str], bool]:
         limit = body.get("max_tokens") or body.get("n_predict") or -1
         tokens = self.behaviour.tokens
+        if self.behaviour.endless:
+            return itertools.cycle(tokens), False
+        if self.behaviour.ignore_max_tokens:
+            return tokens, False
         if isinstance(limit, int) and 0 < limit < len(tokens):
             return tokens[:limit], True
         return tokens, False
@@ -244,16 +254,18 @@ class FakeBackend:
         if fmt == "openai":
             await self._event(writer, self._openai_chunk({"role": "assistant"}))
         await asyncio.sleep(b.first_token_delay)
+        count = 0
         for index, token in enumerate(tokens):
             if index and b.token_interval:
                 await asyncio.sleep(b.token_interval)
             if await self._fault(writer, fmt, index):
                 return
             await self._event(writer, self._token_event(fmt, token, index, body))
-        if await self._fault(writer, fmt, len(tokens)):
+            count = index + 1
+        if await self._fault(writer, fmt, count):
             return
         if not b.omit_end:
-            for event in self._closing_events(fmt, body, len(tokens), truncated):
+            for event in self._closing_events(fmt, body, count, truncated):
                 await self._event(writer, event)
         await self._end(writer)
 

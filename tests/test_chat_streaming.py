@@ -152,6 +152,8 @@ async def test_another_user_cannot_open_read_stream_stop_edit_or_regenerate_by_a
 
 async def test_a_2000_token_reply_writes_the_message_about_once_a_second(owner, chat_model, fake):
     fake.configure(tokens=["x"] * 2000, token_interval=0.0012)
+    chat_model.default_max_tokens = 2000  # otherwise the site's default output limit applies
+    await sync_to_async(chat_model.save)()
     writes = []
 
     def count_updates(execute, sql, params, many, context):

@@ -192,12 +192,9 @@ async def test_the_ledger_sums_match_the_messages(owner, chat_model, fake):
     def sums():
         keys = ("prompt_tokens", "completion_tokens", "cost")
         messages = Message.objects.filter(role="assistant").aggregate(*[Sum(k) for k in keys])
-        ledger = UsageRecord.objects.aggregate(*[Sum(k) for k in keys])
-        rows = list(
-            UsageRecord.objects.order_by("id").values_list(
-                "cost_source", "tokens_estimated", "status"
-            )
-        )
+        replies = UsageRecord.objects.filter(purpose="reply")
+        ledger = replies.aggregate(*[Sum(k) for k in keys])
+        rows = list(replies.order_by("id").values_list("cost_source", "tokens_estimated", "status"))
         return messages, ledger, rows
 
     messages, ledger, rows = await sums()

@@ -54,6 +54,19 @@ def test_secrets_are_required_when_debug_is_off():
     assert "SECRET_KEY" in result.stderr
 
 
+@pytest.mark.parametrize("weak", ["", "short", "change-me-to-another-long-random-string", "a" * 64])
+def test_a_missing_or_weak_provider_keys_secret_is_refused_when_debug_is_off(weak):
+    result = manage_check(
+        DEBUG="false",
+        SECRET_KEY="s" * 10 + "ecret-key-long-and-random-enough-0123456789",
+        PROVIDER_KEYS_SECRET=weak,
+        ALLOWED_HOSTS="chat.example.com",
+    )
+    assert result.returncode != 0
+    assert "PROVIDER_KEYS_SECRET" in result.stderr
+    assert "Fernet.generate_key()" in result.stderr  # says how to make one
+
+
 def test_embedded_defaults_pass_the_system_check():
     result = manage_check()
     assert result.returncode == 0, result.stderr

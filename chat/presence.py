@@ -1,0 +1,150 @@
+"""Open chat sockets, and whether the people behind them still may be here.
+
+Each process keeps a registry of its open sockets: the user, the session key
+and the session's auth hash when the socket opened. Every
+SOCKET_RECHECK_SECONDS one watcher per process checks them all, with two
+queries whatever their number: sessions that are gone or expired (logout, a
+deleted session) and accounts that are deactivated or whose password changed
+(the session's auth hash no longer matches). Those sockets are told why and
+closed, and a deactivated user's running replies in this process are stopped.
+
+It reads the database, not the channel layer, so a change made from a shell, a
+management command or another daphne process is seen the same way as one made
+through this process's admin.
+"""
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, get_user_model
+from django.contrib.sessions.models import Session
+from django.db import DatabaseError
+from django.utils import timezone
+
+from chat.db import db_async
+
+log = logging.getLogger(__name__)
+DB_SESSIONS = "django.contrib.sessions.backends.db"
+
+CLOSE_SIGNED_OUT = 4401
+CLOSE_DEACTIVATED = 4403
+CLOSE_TOO_MANY = 4429
+REASONS = {
+    "signed_out": (CLOSE_SIGNED_OUT, "You were signed out. Sign in again to go on."),
+    "password_changed": (
+        CLOSE_SIGNED_OUT,
+        "Your password was changed, which signed out this page. Sign in again to go on.",
+    ),
+    "deactivated": (CLOSE_DEACTIVATED, "Your account was deactivated."),
+}
+
+
+@dataclass
+class Presence:
+    user_id: int
+    session_key: str
+    auth_hash: str
+    socket: object  # the consumer; it has ended(reason)
+
+
+_sockets: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+_watchers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _here() -> dict[str, Presence]:
+    return _sockets.setdefault(asyncio.get_running_loop(), {})
+
+
+def count_for(user_id: int) -> int:
+    return sum(1 for p in _here().values() if p.user_id == user_id)
+
+
+def join(channel_name: str, presence: Presence):
+    _here()[channel_name] = presence
+    loop = asyncio.get_running_loop()
+    task = _watchers.get(loop)
+    if task is None or task.done():
+        _watchers[loop] = loop.create_task(_watch_forever())
+
+
+def leave(channel_name: str):
+    _here().pop(channel_name, None)
+
+
+def session_identity(session) -> tuple[str, str]:
+    """(session key, auth hash) of a socket's session; run off the event loop."""
+    return session.session_key or "", session.get(HASH_SESSION_KEY, "")
+
+
+def _live_sessions(keys: set[str]) -> set[str]:
+    if settings.SESSION_ENGINE == DB_SESSIONS:
+        return set(
+            Session.objects.filter(
+                session_key__in=keys, expire_date__gt=timezone.now()
+            ).values_list("session_key", flat=True)
+        )
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    return {key for key in keys if store().exists(key)}
+
+
+def _stored_hash(session_key: str) -> str:
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return store.get(HASH_SESSION_KEY, "")
+
+
+def verdicts(entries: list[Presence], job_users: set[int]) -> tuple[dict[int, str], set[int]]:
+    """Which entries must go (by index, with the reason), and which users are deactivated."""
+    alive = _live_sessions({p.session_key for p in entries})
+    user_ids = {p.user_id for p in entries} | job_users
+    users = {u.pk: u for u in get_user_model().objects.filter(pk__in=user_ids)}
+    gone = {pk for pk in user_ids if pk not in users or not users[pk].is_active}
+    ended = {}
+    for index, presence in enumerate(entries):
+        user = users.get(presence.user_id)
+        if presence.user_id in gone:
+            ended[index] = "deactivated"
+        elif presence.session_key not in alive:
+            ended[index] = "signed_out"
+        elif user.get_session_auth_hash() != presence.auth_hash:
+            # Changed here through the page (update_session_auth_hash): still valid.
+            current = _stored_hash(presence.session_key)
+            if current == user.get_session_auth_hash():
+                presence.auth_hash = current
+            else:
+                ended[index] = "password_changed"
+    return ended, gone
+
+
+async def check_once():
+    from chat import generation  # jobs of users who may have been deactivated
+
+    here = _here()
+    entries = list(here.values())
+    job_users = {job.plan.user_id for job in list(generation.JOBS.values())}
+    if not entries and not job_users:
+        return
+    try:
+        ended, gone = await db_async(verdicts)(entries, job_users)
+    except DatabaseError:
+        log.warning("could not re-check open sockets: database unavailable")
+        return
+    for index, reason in ended.items():
+        await entries[index].socket.ended(reason)
+    for job in list(generation.JOBS.values()):
+        if job.plan.user_id in gone:
+            await generation.request_stop(job.message_id)
+
+
+async def _watch_forever():
+    while True:
+        await asyncio.sleep(settings.SOCKET_RECHECK_SECONDS)
+        try:
+            await check_once()
+        except Exception:
+            log.exception("socket re-check failed; will retry")
