@@ -9,8 +9,8 @@ Every upstream request carries `max_tokens`, the smallest of:
 
 A backend may ignore it, so the job also cuts the reply itself at `cut_tokens`
 and `cut_bytes`. When a quota is what binds, the cut is exactly at the quota;
-otherwise it allows a little slack over `max_tokens`, because the job can only
-estimate tokens and must not cut a well-behaved reply short.
+otherwise it allows slack over `max_tokens` (twice it), because the job can
+only estimate tokens and must not cut a well-behaved reply short.
 """
 
 from dataclasses import dataclass
@@ -67,7 +67,8 @@ def decide(
     wanted = wanted or model.default_max_tokens or settings.DEFAULT_REPLY_RESERVE
     ceilings = [wanted, model.max_output_tokens, context_left, settings.MAX_REPLY_TOKENS]
     max_tokens = max(1, min(c for c in ceilings if c))
-    cut, reason = min(settings.MAX_REPLY_TOKENS, max_tokens + max(16, max_tokens // 4)), "length"
+    # Generous slack: tokens are estimated here, and the backend should stop itself.
+    cut, reason = min(settings.MAX_REPLY_TOKENS, max(2 * max_tokens, max_tokens + 64)), "length"
     quota_bounds = {
         "tokens": None if allowance.tokens_left is None else allowance.tokens_left - prompt_tokens,
         "cost": _affordable(

@@ -93,11 +93,6 @@ def _live_sessions(keys: set[str]) -> set[str]:
     return {key for key in keys if store().exists(key)}
 
 
-def _stored_hash(session_key: str) -> str:
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    return store.get(HASH_SESSION_KEY, "")
-
-
 def verdicts(entries: list[Presence], job_users: set[int]) -> tuple[dict[int, str], set[int]]:
     """Which entries must go (by index, with the reason), and which users are deactivated."""
     alive = _live_sessions({p.session_key for p in entries})
@@ -112,12 +107,8 @@ def verdicts(entries: list[Presence], job_users: set[int]) -> tuple[dict[int, st
         elif presence.session_key not in alive:
             ended[index] = "signed_out"
         elif user.get_session_auth_hash() != presence.auth_hash:
-            # Changed here through the page (update_session_auth_hash): still valid.
-            current = _stored_hash(presence.session_key)
-            if current == user.get_session_auth_hash():
-                presence.auth_hash = current
-            else:
-                ended[index] = "password_changed"
+            # Even the page that changed it gets a new session key, so it reloads too.
+            ended[index] = "password_changed"
     return ended, gone
 
 

@@ -360,6 +360,7 @@ class FakeBackend:
 
     def _whole(self, fmt, body):
         tokens, truncated = self._reply_tokens(body)
+        tokens = list(itertools.islice(tokens, 4096))  # an endless reply cannot be whole
         text = "".join(tokens)
         if fmt == "openai":
             return {

@@ -32,9 +32,10 @@ def database_env() -> dict:
 
 
 class Daphne:
-    def __init__(self, port: int | None = None, extra_env: dict | None = None):
+    def __init__(self, port: int | None = None, extra_env: dict | None = None, args=()):
         self.port = port or free_port()
         self.extra_env = extra_env or {}
+        self.args = list(args)
         self.process = None
 
     @property
@@ -47,7 +48,7 @@ class Daphne:
         # A file, not a pipe: nobody reads the pipe, and a full one would block daphne.
         self.log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+            [sys.executable, "-m", "daphne", *self.args, "-b", "127.0.0.1", "-p", str(self.port),
              "chatsite.asgi:application"],
             cwd=ROOT,
             env=env,
