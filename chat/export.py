@@ -45,6 +45,9 @@ def as_markdown(conversation: Conversation) -> str:
     for message in conversation.messages.order_by("id"):
         who = "You" if message.role == Message.Role.USER else (message.model_name or "Assistant")
         lines += [f"## {who}", "", message.content, ""]
+        if message.status != Message.Status.COMPLETE:
+            note = message.error_message or f"{message.get_status_display()}."
+            lines += [f"*[{note}]*", ""]
     return "\n".join(lines)
 
 

@@ -61,30 +61,29 @@ def _whole(message: Message, template: str, **context) -> list[str]:
     return [shell, *(_render("append_body", target=target, html=part) for part in parts)]
 
 
-def message(message: Message, last: bool = True, plain: bool = False) -> list[str]:
+def message(message: Message, plain: bool = False) -> list[str]:
     """A message as it is now, in place of what the page shows for it (`plain`: its
     text without Markdown, the fallback when rendering fails)."""
-    return _whole(message, "replace_message", last=last, plain=plain)
+    return _whole(message, "replace_message", plain=plain)
 
 
 def append(messages: list[Message]) -> list[str]:
     """Messages added at the end of the thread, as few frames as fit."""
     frames, batch, size = [], [], 0
-    last_id = messages[-1].pk if messages else None
     for item in messages:
-        html = _render("append", messages=[item], last_id=last_id)
+        html = _render("append", messages=[item])
         if not _fits(html):
             frames += [_render("append", messages=batch)] if batch else []
             batch, size = [], 0
-            frames += _whole(item, "append_one", last=item.pk == last_id)
+            frames += _whole(item, "append_one")
             continue
         if batch and size + len(html.encode()) > settings.WS_FRAME_BYTES:
-            frames.append(_render("append", messages=batch, last_id=last_id))
+            frames.append(_render("append", messages=batch))
             batch, size = [], 0
         batch.append(item)
         size += len(html.encode())
     if batch:
-        frames.append(_render("append", messages=batch, last_id=last_id))
+        frames.append(_render("append", messages=batch))
     return frames
 
 
@@ -92,5 +91,6 @@ def remove(ids) -> list[str]:
     return [_render("remove", ids=ids)] if ids else []
 
 
-def notice(text: str) -> list[str]:
-    return [_render("notice", text=text)]
+def notice(text: str, kind: str = "error") -> list[str]:
+    """An error stays until dismissed; `info` fades on its own."""
+    return [_render("notice", text=text, kind=kind)]

@@ -12,10 +12,8 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from chat import quotas
+from chat import charts, quotas
 from chat.models import UsageRecord
-
-CHART_WIDTH, CHART_HEIGHT = 720, 160
 
 
 class RangeForm(forms.Form):
@@ -47,36 +45,8 @@ def _totals(records):
     )
 
 
-def _bars(rows, start, end, metric):
-    """One bar per day of the range, scaled to the chart: server-rendered SVG, no JS."""
-    by_day = {row["day"]: row[metric] or 0 for row in rows}
-    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    peak = max([float(by_day.get(day, 0)) for day in days] + [0]) or 1
-    width = CHART_WIDTH / len(days)
-    bars = []
-    for index, day in enumerate(days):
-        value = by_day.get(day, 0)
-        height = float(value) / peak * (CHART_HEIGHT - 20)
-        bars.append(
-            {
-                "x": round(index * width + 1, 1),
-                "y": round(CHART_HEIGHT - height, 1),
-                "width": round(max(width - 2, 1), 1),
-                "height": round(height, 1),
-                "day": day,
-                "value": value,
-            }
-        )
-    return {"bars": bars, "peak": peak, "width": CHART_WIDTH, "height": CHART_HEIGHT}
-
-
-@staff_member_required
-def dashboard(request):
-    form, start, end = _range(request)
-    records = UsageRecord.objects.filter(created__date__gte=start, created__date__lte=end)
-    if request.GET.get("format") == "csv":
-        return _csv(records, start, end)
-    per_day = list(
+def _per_day(records):
+    return list(
         records.annotate(day=TruncDate("created"))
         .values("day")
         .annotate(
@@ -86,6 +56,22 @@ def dashboard(request):
         )
         .order_by("day")
     )
+
+
+def _charts(records, start, end) -> dict:
+    per_day = _per_day(records)
+    return {
+        "token_chart": charts.daily(per_day, start, end, "tokens", "tokens"),
+        "cost_chart": charts.daily(per_day, start, end, "cost", "USD"),
+    }
+
+
+@staff_member_required
+def dashboard(request):
+    form, start, end = _range(request)
+    records = UsageRecord.objects.filter(created__date__gte=start, created__date__lte=end)
+    if request.GET.get("format") == "csv":
+        return _csv(records, start, end)
     grouped = {
         "by_model": records.values("model_name", "provider_name"),
         "by_user": records.values("user__username"),
@@ -106,8 +92,7 @@ def dashboard(request):
         "start": start,
         "end": end,
         "totals": _totals(records),
-        "token_chart": _bars(per_day, start, end, "tokens"),
-        "cost_chart": _bars(per_day, start, end, "cost"),
+        **_charts(records, start, end),
         **tables,
     }
     return render(request, "admin/usage.html", context)
@@ -166,5 +151,12 @@ def my_usage(request):
         if limits.cost_per_month is None
         else max(limits.cost_per_month - used.cost_this_month, 0),
         "recent": records.order_by("-created")[:50],
+        "start": (now - timedelta(days=29)).date(),
+        "end": now.date(),
+        **_charts(
+            records.filter(created__gte=now - timedelta(days=30)),
+            (now - timedelta(days=29)).date(),
+            now.date(),
+        ),
     }
     return render(request, "chat/my_usage.html", context)

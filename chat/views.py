@@ -58,12 +58,20 @@ def _page_context(request, conversation=None) -> dict:
     preference = Preference.objects.filter(user=request.user).first()
     models = list(_models_for(request.user))
     chosen = conversation.model_id if conversation and conversation.model_id else None
+    gone = chosen is not None and not any(m.pk == chosen for m in models)
     chosen = chosen or getattr(preference, "last_model_id", None)
     return {
         "sidebar": _sidebar(request.user),
         "models": models,
         "chosen_model_id": chosen if any(m.pk == chosen for m in models) else None,
         "conversation": conversation,
+        # Never switch a conversation to another model behind the person's back.
+        "model_gone": (
+            f"This conversation's model, {conversation.model.display_name}, is no longer "
+            "available to you. Pick another one to go on."
+        )
+        if gone
+        else "",
     }
 
 

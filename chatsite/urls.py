@@ -1,9 +1,12 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from chat import usage
 
 urlpatterns = [
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("admin/usage/", usage.dashboard, name="usage_dashboard"),
     path("admin/", admin.site.urls),
     path("accounts/", include("chat.account_urls")),

@@ -1,5 +1,7 @@
 """Admin for providers and models: write-only keys, test, sync, bulk enable."""
 
+import logging
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
@@ -61,8 +63,14 @@ class ProviderForm(forms.ModelForm):
         return provider
 
 
-def _report_error(modeladmin, request, provider, error):
-    modeladmin.message_user(request, f"{provider.name}: {error}", messages.ERROR)
+log = logging.getLogger(__name__)
+
+
+def _report_error(modeladmin, request, provider, error, action: str):
+    """Tell the admin what was called and what came back; the log gets the same line."""
+    text = error.for_admin() if isinstance(error, ProviderError) else str(error)
+    log.warning("provider %r: %s failed: %s", provider.name, action, text)
+    modeladmin.message_user(request, f"{provider.name}: {text}", messages.ERROR)
 
 
 @admin.register(Provider)
@@ -124,10 +132,8 @@ class ProviderAdmin(admin.ModelAdmin):
         for provider in queryset:
             try:
                 latency, count = sync.check_connection(provider)
-            except ProviderError as error:
-                _report_error(self, request, provider, error.message)
-            except UndecryptableKeyError as error:
-                _report_error(self, request, provider, str(error))
+            except (ProviderError, UndecryptableKeyError) as error:
+                _report_error(self, request, provider, error, "test connection")
             else:
                 self.message_user(
                     request, f"{provider.name}: OK in {latency:.0f} ms, {count} models listed."
@@ -138,10 +144,8 @@ class ProviderAdmin(admin.ModelAdmin):
         for provider in queryset:
             try:
                 result = sync.sync_models(provider)
-            except ProviderError as error:
-                _report_error(self, request, provider, error.message)
-            except UndecryptableKeyError as error:
-                _report_error(self, request, provider, str(error))
+            except (ProviderError, UndecryptableKeyError) as error:
+                _report_error(self, request, provider, error, "sync models")
             else:
                 self.log_change(request, provider, f"Synced models: {result.added} new.")
                 self.message_user(

@@ -96,7 +96,23 @@ class ProviderError(Exception):
         self.kind = kind
         self.detail = detail
         self.retry_after = retry_after
+        # For admins only (Test connection, Sync, the log): what was called and what
+        # came back, with the key taken out. Never shown to chat users.
+        self.url = ""
+        self.status: int | None = None
+        self.excerpt = ""
         super().__init__(f"{kind}: {detail}" if detail else kind)
+
+    def for_admin(self) -> str:
+        """The status, the URL called and the start of the answer, for someone fixing it."""
+        what = f"HTTP {self.status}" if self.status else self.detail or self.kind
+        parts = [f"{self.message} ({what}"]
+        if self.url:
+            parts.append(f" from {self.url}")
+        parts.append(")")
+        if self.excerpt:
+            parts.append(f" — the server said: {self.excerpt}")
+        return "".join(parts)
 
     @property
     def message(self) -> str:

@@ -12,10 +12,7 @@
 """
 
 import asyncio
-import email.utils
 import json
-import re
-import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
@@ -27,6 +24,7 @@ import httpx
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from providers.base import Endpoint, ProviderError
+from providers.errors import classify, connection_failure, error_in, excerpt, public_url
 
 MAX_SSE_LINE = 1 << 20  # 1 MiB in one line is not a token stream
 MAX_ERROR_BODY = 64 << 10
@@ -71,83 +69,6 @@ def _headers(endpoint: Endpoint, accept: str) -> dict:
     return headers
 
 
-# --- classifying errors -------------------------------------------------------
-
-_CONTEXT = re.compile(
-    r"context[ _](length|size|window)|maximum context|exceeds? the available context"
-    r"|too many tokens|prompt is too long|input is too long|max_model_len",
-    re.IGNORECASE,
-)
-# Cloudflare's numeric error codes that say more than the HTTP status.
-WORKERS_AI_CODES = {"10000": "auth", "3036": "rate_limited", "3040": "unavailable"}
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def _error_fields(payload) -> tuple[str, str, str]:
-    """(type, code, message) from OpenAI, llama.cpp or Workers AI error shapes."""
-    if not isinstance(payload, dict):
-        return "", "", ""
-    error = payload.get("error")
-    if isinstance(error, str):
-        return "", "", error
-    if not isinstance(error, dict):
-        errors = payload.get("errors")
-        error = errors[0] if isinstance(errors, list) and errors else {}
-        if not isinstance(error, dict):
-            return "", "", ""
-    return (str(error.get("type") or ""), str(error.get("code") or ""), str(error.get("message")))
-
-
-def retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def classify(status: int, payload, headers: httpx.Headers | None = None) -> ProviderError:
-    """Map an HTTP status and a parsed error body onto a ProviderError."""
-    kind_type, code, message = _error_fields(payload)
-    detail = f"HTTP {status} {_SAFE.sub('', kind_type)[:40]} {_SAFE.sub('', code)[:40]}".strip()
-    wait = retry_after(headers) if headers is not None else None
-    if (
-        code == "context_length_exceeded"
-        or kind_type == "exceed_context_size_error"
-        or status == 413
-        or _CONTEXT.search(message)
-    ):
-        return ProviderError("context_too_long", detail)
-    if status in (401, 403) or kind_type == "authentication_error" or code in ("invalid_api_key",):
-        return ProviderError("auth", detail)
-    if status == 429 or code in ("rate_limit_exceeded",):
-        return ProviderError("rate_limited", detail, retry_after=wait)
-    if status in (408, 504):
-        return ProviderError("timeout", detail)
-    if code in WORKERS_AI_CODES:
-        return ProviderError(WORKERS_AI_CODES[code], detail, retry_after=wait)
-    if status >= 500 or kind_type == "server_error":
-        return ProviderError("unavailable", detail, retry_after=wait)
-    if status == 200 and kind_type != "invalid_request_error":
-        # An error object inside a reply that had started: the server gave up.
-        return ProviderError("unavailable", detail)
-    return ProviderError("bad_request", detail)
-
-
-def error_in(payload) -> ProviderError | None:
-    """The ProviderError an in-band error object (status 200) stands for, if any."""
-    if isinstance(payload, dict) and ("error" in payload or payload.get("errors")):
-        return classify(200, payload)
-    return None
-
-
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
     body = b""
     async for chunk in response.aiter_bytes():
@@ -164,12 +85,18 @@ def parse_json(raw: bytes | str):
         raise ProviderError("malformed", "invalid JSON") from None
 
 
-async def _error_from(response: httpx.Response) -> ProviderError:
+async def _error_from(response: httpx.Response, endpoint: Endpoint) -> ProviderError:
     try:
-        payload = json.loads(await _read_capped(response, MAX_ERROR_BODY))
-    except (ValueError, UnicodeDecodeError, ProviderError, httpx.HTTPError):
+        body = await _read_capped(response, MAX_ERROR_BODY)
+    except (ProviderError, httpx.HTTPError):
+        body = b""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
         payload = None
-    return classify(response.status_code, payload, response.headers)
+    error = classify(response.status_code, payload, response.headers)
+    error.status, error.excerpt = response.status_code, excerpt(body, endpoint)
+    return error
 
 
 # --- sending ------------------------------------------------------------------
@@ -177,6 +104,14 @@ async def _error_from(response: httpx.Response) -> ProviderError:
 
 async def _send(endpoint, method, url, *, json_body=None, params=None, accept="*/*"):
     """Send and return a response whose headers are in and whose body is not yet read."""
+    try:
+        return await _send_with_retries(endpoint, method, url, json_body, params, accept)
+    except ProviderError as error:
+        error.url = error.url or public_url(url)
+        raise
+
+
+async def _send_with_retries(endpoint, method, url, json_body, params, accept):
     http = client()
     for attempt in range(1, ATTEMPTS + 1):
         wait = 0.25 * attempt
@@ -191,15 +126,15 @@ async def _send(endpoint, method, url, *, json_body=None, params=None, accept="*
             )
             response = await http.send(request, stream=True)
         except httpx.ConnectTimeout:
-            error = ProviderError("timeout", "connect timed out")
+            error = ProviderError("timeout", "timed out connecting")
         except httpx.TimeoutException:
-            raise ProviderError("timeout", "no response") from None
+            raise ProviderError("timeout", "no response in time") from None
         except httpx.TransportError as exc:
-            error = ProviderError("unavailable", type(exc).__name__)
+            error = ProviderError("unavailable", connection_failure(exc))
         else:
             if response.is_success:
                 return response
-            error = await _error_from(response)
+            error = await _error_from(response, endpoint)
             await response.aclose()
             if response.status_code not in RETRY_STATUSES:
                 raise error
@@ -297,6 +232,14 @@ async def get_json(endpoint: Endpoint, url: str, params: dict | None = None):
 
 async def _json(endpoint, method, url, **kwargs):
     try:
+        return await _json_unlabelled(endpoint, method, url, **kwargs)
+    except ProviderError as error:
+        error.url = error.url or public_url(url)
+        raise
+
+
+async def _json_unlabelled(endpoint, method, url, **kwargs):
+    try:
         async with asyncio.timeout(endpoint.total_timeout):
             response = await _send(endpoint, method, url, accept="application/json", **kwargs)
             try:
@@ -308,4 +251,4 @@ async def _json(endpoint, method, url, **kwargs):
     except httpx.TimeoutException:
         raise ProviderError("timeout", "silence") from None
     except httpx.TransportError as exc:
-        raise ProviderError("unavailable", type(exc).__name__) from None
+        raise ProviderError("unavailable", connection_failure(exc)) from None

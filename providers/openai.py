@@ -106,16 +106,24 @@ async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
     )
 
 
+def _context_of(item: dict) -> int | None:
+    """The context window as each server family reports it in its model list:
+    vLLM `max_model_len`, OpenRouter and others `context_length`, llama-server
+    `meta.n_ctx`."""
+    meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
+    for value in (item.get("max_model_len"), item.get("context_length"), meta.get("n_ctx")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 async def discover(endpoint: Endpoint) -> list[DiscoveredModel]:
     payload = await http.get_json(endpoint, endpoint.base_url.rstrip("/") + "/models")
     items = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         raise ProviderError("malformed", "model list has no data")
     return [
-        DiscoveredModel(
-            str(item["id"]),
-            item.get("context_length") or item.get("max_model_len") or None,
-        )
+        DiscoveredModel(str(item["id"]), _context_of(item))
         for item in items
         if isinstance(item, dict) and item.get("id")
     ]

@@ -74,6 +74,25 @@ FORMATS: dict[str, PromptFormat] = {
         stop=("</s>", "[INST]"),
         markers=("<s>", "</s>", "[INST]", "[/INST]"),
     ),
+    # Llama 3 and Gemma without the leading BOS token: llama.cpp adds it itself.
+    "llama3": PromptFormat(
+        label="Llama 3",
+        system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
+        user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>",
+        assistant="<|start_header_id|>assistant<|end_header_id|>\n\n{content}<|eot_id|>",
+        generation="<|start_header_id|>assistant<|end_header_id|>\n\n",
+        stop=("<|eot_id|>", "<|end_of_text|>"),
+        markers=("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|begin_of_text|>"),
+    ),
+    "gemma": PromptFormat(
+        label="Gemma",
+        merge_system="{system}\n\n{content}",
+        user="<start_of_turn>user\n{content}<end_of_turn>\n",
+        assistant="<start_of_turn>model\n{content}<end_of_turn>\n",
+        generation="<start_of_turn>model\n",
+        stop=("<end_of_turn>", "<start_of_turn>"),
+        markers=("<start_of_turn>", "<end_of_turn>"),
+    ),
     "zephyr": PromptFormat(
         label="Zephyr",
         system="<|system|>\n{content}</s>\n",

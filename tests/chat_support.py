@@ -15,7 +15,7 @@ from chatsite.asgi import application
 DELTA = re.compile(r'<span id="body-(\d+)" hx-swap-oob="beforeend">(.*?)</span>', re.S)
 SNAPSHOT = re.compile(r'<div id="body-(\d+)" hx-swap-oob="innerHTML">(.*?)</div>', re.S)
 FINAL = re.compile(r'<article id="msg-(\d+)"[^>]*data-status="(\w+)"[^>]*hx-swap-oob="outerHTML"')
-NOTICE = re.compile(r'<p class="notice" role="alert">(.*?)</p>', re.S)
+NOTICE = re.compile(r'<p class="notice \w+" role="\w+"><span class="notice-text">(.*?)</span>', re.S)
 
 
 def logged_in(user) -> Client:

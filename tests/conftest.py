@@ -5,9 +5,14 @@ PASSWORD = "a-long-passphrase-1"  # noqa: S105 - a test fixture's password
 
 
 @pytest.fixture(autouse=True)
-def _local_hosts(settings):
-    """Tests run with DEBUG off, so the development host names must be listed to be allowed."""
+def _test_settings(settings):
+    # Tests run with DEBUG off, so the development host names must be listed to be allowed.
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost", "127.0.0.1"]
+    # Hashing test users' passwords the slow, safe way costs seconds and proves nothing.
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]
 
 
 @pytest.fixture

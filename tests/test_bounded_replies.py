@@ -180,7 +180,7 @@ async def test_replies_side_by_side_cannot_spend_the_same_quota_twice(
     for tab in tabs:
         await tab.open()
         await tab.send(command="send", content="Write a long story")
-        await tab.until(lambda f: NEW_REPLY.search(f) or 'class="notice"' in f)
+        await tab.until(lambda f: NEW_REPLY.search(f) or 'class="notice ' in f)
     for tab in tabs:
         reply = await latest_reply(tab.conversation)
         if reply is not None:

@@ -184,3 +184,40 @@ def test_new_chat_refusal_keeps_nothing(client, alice):
 
 def test_unknown_conversation_ids_are_404(client, alice):
     assert client.get(reverse("conversation", args=[uuid.uuid4()])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_markdown_export_says_which_replies_failed_or_stopped_and_imports_are_marked(
+    client, alice, chat_model
+):
+    chat = with_messages(alice, chat_model, 2)
+    Message.objects.filter(conversation=chat, content="m0 **x**").update(
+        status="stopped", error_message="Stopped: the reply reached the length limit."
+    )
+    markdown = client.get(reverse("export", args=[chat.pk, "md"])).content.decode()
+    assert "*[Stopped: the reply reached the length limit.]*" in markdown
+    exported = client.get(reverse("export", args=[chat.pk, "json"])).json()
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("chat.json", json.dumps(exported).encode(), "application/json")
+    client.post(reverse("import_conversation"), {"file": upload})
+    imported = Conversation.objects.exclude(pk=chat.pk).get(owner=alice)
+    assert imported.title == "2 messages (imported)"
+
+
+@pytest.mark.parametrize(
+    ("answer", "title"),
+    [
+        ("- **Trip to Lisbon**", "Trip to Lisbon"),
+        ('"Quoted title"', "Quoted title"),
+        ("1. Numbered idea", "Numbered idea"),
+        ("> A quote", "A quote"),
+        ("## Heading title", "Heading title"),
+        ("Title: `sorting` in Python\nmore text", "sorting in Python"),
+    ],
+)
+def test_automatic_titles_lose_list_markers_quotes_and_markdown(answer, title):
+    from chat.titles import clean
+
+    assert clean(answer) == title

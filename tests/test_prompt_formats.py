@@ -37,6 +37,20 @@ EXPECTED = {
         "<s>[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] Colors? [/INST]",
         ["</s>", "[INST]"],
     ),
+    "llama3": (
+        "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nColors?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        ["<|eot_id|>", "<|end_of_text|>"],
+    ),
+    "gemma": (
+        "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+        "<start_of_turn>model\nHello!<end_of_turn>\n"
+        "<start_of_turn>user\nColors?<end_of_turn>\n<start_of_turn>model\n",
+        ["<end_of_turn>", "<start_of_turn>"],
+    ),
     "zephyr": (
         "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n"
         "<|user|>\nColors?</s>\n<|assistant|>\n",

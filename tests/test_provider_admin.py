@@ -99,7 +99,9 @@ def test_admin_adds_tests_syncs_enables_and_restricts_without_ever_showing_the_k
 
 
 @pytest.mark.django_db
-def test_a_wrong_key_shows_the_mapped_error_not_the_upstream_body(admin_client, fake, provider_url):
+def test_a_wrong_key_shows_status_url_and_answer_with_the_key_taken_out(
+    admin_client, fake, provider_url, caplog
+):
     fake.configure(expected_key="the-right-key")
     provider = Provider(name="Acme", wire_format="openai", base_url=provider_url, enabled=True)
     provider.set_api_key(KEY)
@@ -107,7 +109,51 @@ def test_a_wrong_key_shows_the_mapped_error_not_the_upstream_body(admin_client, 
     response = action(admin_client, "/admin/providers/provider/", "test_connection", [provider.pk])
     text = messages_in(response)
     assert "rejected the API key" in text
-    assert KEY not in response.content.decode() and "Incorrect API key" not in text
+    assert "HTTP 401" in text and f"{provider_url}/models" in text
+    assert "Incorrect API key: [key]" in text  # the server echoed the key; it is taken out
+    assert KEY not in response.content.decode() and KEY not in caplog.text
+    assert "provider 'Acme': test connection failed" in caplog.text and "HTTP 401" in caplog.text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("http://127.0.0.1:{port}/v1", "connection refused"),
+        ("http://no-such-host.invalid/v1", "DNS"),
+    ],
+)
+def test_a_connection_failure_says_what_failed(admin_client, address, says):
+    from tests.live_server import free_port
+
+    provider = Provider.objects.create(
+        name="Gone", wire_format="openai", base_url=address.format(port=free_port()),
+        requires_key=False, enabled=True,
+    )  # fmt: skip
+    response = action(admin_client, "/admin/providers/provider/", "test_connection", [provider.pk])
+    text = messages_in(response)
+    assert says in text and provider.base_url in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("wire_format", ["openai", "llamacpp"])
+def test_a_synced_llama_cpp_model_gets_its_context_standard_parameters_and_a_reply_limit(
+    admin_client, fake, wire_format, settings
+):
+    # llama-server's model list carries meta.n_ctx (see the captured transcripts).
+    fake.configure(models=["models/SmolLM2-135M-Instruct.Q4_1.gguf"], n_ctx=512)
+    root = fake.url + ("/v1" if wire_format == "openai" else "")
+    provider = Provider.objects.create(
+        name="Local", wire_format=wire_format, base_url=root, requires_key=False, enabled=True
+    )
+    action(admin_client, "/admin/providers/provider/", "sync_models", [provider.pk])
+    model = provider.models.get()
+    assert model.context_window == 512
+    assert {"temperature", "top_p"} <= set(model.accepted_params)
+    assert model.default_max_tokens == 256  # half the context: "hi" cannot run to 2,000
+    fake.configure(models=["big"], n_ctx=131072)
+    action(admin_client, "/admin/providers/provider/", "sync_models", [provider.pk])
+    assert provider.models.get(remote_id="big").default_max_tokens == settings.DEFAULT_REPLY_RESERVE
 
 
 @pytest.mark.django_db

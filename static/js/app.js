@@ -3,6 +3,16 @@
   "use strict";
   var $ = function (sel, root) { return (root || document).querySelector(sel); };
   var composer = function () { return $("#composer-input"); };
+  var ENDED = { 4401: "signed_out", 4403: "deactivated", 4404: "gone", 4429: "too_many" };
+  var INFO_NOTICE_MS = 6000;
+  var RECONNECT_GIVE_UP_MS = 30000;
+
+  // Reconnect quickly at first, then back off to at most ten seconds between tries.
+  if (window.htmx) {
+    htmx.config.wsReconnectDelay = function (retryCount) {
+      return Math.min(1000 * Math.pow(2, retryCount), 10000) * (0.5 + Math.random() / 2);
+    };
+  }
 
   function nearBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 120; }
   function scrollThread(force) {
@@ -18,9 +28,12 @@
     });
   }
 
-  // Copy buttons on every code block, including ones swapped in later.
+  // Copy buttons on code blocks, only inside what was just swapped in.
   function addCodeButtons(root) {
-    (root.querySelectorAll ? root : document).querySelectorAll(".markdown pre").forEach(function (pre) {
+    if (!root || !root.querySelectorAll) return;
+    var blocks = Array.prototype.slice.call(root.querySelectorAll(".markdown pre"));
+    if (root.matches && root.matches(".markdown pre")) blocks.push(root);
+    blocks.forEach(function (pre) {
       if (pre.querySelector(".code-copy")) return;
       var button = document.createElement("button");
       button.type = "button";
@@ -29,6 +42,56 @@
       button.setAttribute("aria-label", "Copy code");
       pre.appendChild(button);
     });
+  }
+
+  // Notices: errors stay until dismissed; information fades on its own timer.
+  function armNotices() {
+    document.querySelectorAll("#notices .notice.info:not([data-armed])").forEach(function (notice) {
+      notice.dataset.armed = "1";
+      setTimeout(function () { notice.remove(); }, INFO_NOTICE_MS);
+    });
+  }
+
+  // The composer keeps its text until the server shows the message in the thread:
+  // a refused send (quota, length, a model that is gone) loses nothing.
+  var sentText = null;
+  function clearComposerIfShown() {
+    if (sentText === null || !composer()) return;
+    var mine = document.querySelectorAll("#thread article.msg.user .user-text");
+    var last = mine.length ? mine[mine.length - 1].textContent : null;
+    if (last !== null && last === sentText.trim()) {
+      if (composer().value === sentText) composer().value = "";
+      sentText = null;
+    }
+  }
+
+  // The live connection: say when it drops, when it is back, and when it has ended.
+  var live = { lostAt: null, timer: null };
+  function connectionBanner(state, html) {
+    var banner = $("#connection");
+    if (!banner) return;
+    document.body.dataset.live = state;
+    banner.className = "connection " + state;
+    banner.hidden = state === "open";
+    if (html !== undefined) banner.innerHTML = html;
+  }
+  function onLost(code) {
+    var reason = ENDED[code];
+    clearTimeout(live.timer);
+    if (reason) {
+      var reload = reason === "gone" || reason === "too_many";
+      connectionBanner("ended", reload
+        ? 'This page is no longer live. <a href="">Reload</a>'
+        : 'Your session has ended. <a href="/accounts/login/?next=' +
+          encodeURIComponent(location.pathname) + '">Sign in again</a>');
+      return;
+    }
+    if (live.lostAt === null) live.lostAt = Date.now();
+    connectionBanner("reconnecting", "Reconnecting…");
+    live.timer = setTimeout(function () {
+      connectionBanner("failed",
+        'Could not reconnect. Check your connection; this page keeps trying. <a href="">Reload</a>');
+    }, Math.max(0, RECONNECT_GIVE_UP_MS - (Date.now() - live.lostAt)));
   }
 
   document.addEventListener("click", function (event) {
@@ -49,7 +112,17 @@
       var body = document.getElementById(target.dataset.copy).querySelector(".msg-body");
       copyText(body.innerText, target);
     }
+    if (target.closest(".notice-close")) target.closest(".notice").remove();
   });
+
+  // One menu open at a time, so Settings and Export never overlap.
+  document.addEventListener("toggle", function (event) {
+    var opened = event.target;
+    if (!opened.matches || !opened.matches("details.menu") || !opened.open) return;
+    document.querySelectorAll("details.menu[open]").forEach(function (other) {
+      if (other !== opened) other.open = false;
+    });
+  }, true);
 
   document.addEventListener("change", function (event) {
     if (event.target.hasAttribute("data-autosubmit")) event.target.form.submit();
@@ -64,6 +137,7 @@
       var stop = document.querySelectorAll(".stop-btn");
       if (stop.length) { event.preventDefault(); stop[stop.length - 1].click(); }
       document.body.classList.remove("show-drawer");
+      document.querySelectorAll("details.menu[open]").forEach(function (menu) { menu.open = false; });
     } else if (mod && !event.shiftKey && event.key.toLowerCase() === "k") {
       event.preventDefault();
       document.body.classList.add("show-drawer");
@@ -80,13 +154,17 @@
       thread.addEventListener("scroll", function () { thread.dataset.stick = nearBottom(thread) ? "yes" : "no"; });
       scrollThread(true);
     }
-    addCodeButtons(document);
+    addCodeButtons(document.body);
+    armNotices();
     if (composer()) composer().focus();
   });
 
   // On every (re)connect, tell the server what this page shows, so that it can
   // send what finished or arrived meanwhile.
   document.addEventListener("htmx:wsOpen", function (event) {
+    clearTimeout(live.timer);
+    live.lostAt = null;
+    connectionBanner("open");
     var thread = $("#thread");
     if (!thread) return;
     var ids = function (sel) {
@@ -97,16 +175,26 @@
     event.detail.socketWrapper.send(JSON.stringify(sync), event.detail.elt);
   });
 
+  document.addEventListener("htmx:wsClose", function (event) {
+    var code = event.detail.event ? event.detail.event.code : 1006;
+    onLost(code);
+    // The extension retries only after abnormal closes; a server going away
+    // cleanly (a restart) must be retried too.
+    if (!ENDED[code] && [1006, 1011, 1012, 1013].indexOf(code) < 0) {
+      setTimeout(function () { event.detail.socketWrapper.reconnect(); }, 1000);
+    }
+  });
+
   document.addEventListener("htmx:load", function (event) { addCodeButtons(event.detail.elt); });
-  document.addEventListener("htmx:wsAfterMessage", function () { addCodeButtons(document); scrollThread(false); });
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    armNotices();
+    clearComposerIfShown();
+    scrollThread(false);
+  });
+  document.addEventListener("htmx:afterSwap", armNotices);
   document.addEventListener("htmx:wsAfterSend", function (event) {
     var form = event.detail.elt && event.detail.elt.closest ? event.detail.elt.closest("form") : null;
-    if (form && form.id === "composer") { composer().value = ""; scrollThread(true); }
+    if (form && form.id === "composer") { sentText = composer().value; scrollThread(true); }
   });
-  // Notices fade after a while; the newest stays readable.
-  setInterval(function () {
-    var notices = document.querySelectorAll("#notices .notice");
-    if (notices.length) notices[0].remove();
-  }, 8000);
   document.documentElement.dataset.js = "ready";  // for tests: handlers are attached
 })();

@@ -63,6 +63,16 @@ def page(browser, app_server, transactional_db):
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    # Console errors include every CSP violation and every failed load (a 404 favicon).
+    page.console_errors = []
+
+    def console(message):
+        if message.type == "error":
+            where = message.location or {}
+            line = f"{where.get('url', page.url)}:{where.get('lineNumber', '?')}"
+            page.console_errors.append(f"{line}: {message.text}")
+
+    page.on("console", console)
     yield page
     context.close()
     settle()
