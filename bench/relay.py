@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import websockets
 
-from tests.ws_client import NEW_REPLY
+from tests.frames import NEW_REPLY
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")

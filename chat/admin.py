@@ -1,6 +1,12 @@
-"""Admin for people and usage: approve, deactivate, make admin, quotas, the ledger."""
+"""Admin for people and usage: approve, deactivate, make admin, quotas, the ledger,
+site settings, and the audit log.
+
+The audit log is Django admin's own LogEntry (who, what, when), shown read-only.
+Admin actions that change rows in bulk log each row too (providers.admin.log_each),
+since a queryset update would otherwise leave no trace."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
@@ -8,7 +14,7 @@ from django.db.models import Sum
 from django.shortcuts import redirect
 
 from chat.models import Quota, SiteSettings, UsageRecord
-from chatsite.audit import log_each
+from providers.admin import log_each
 
 User = get_user_model()
 
@@ -118,3 +124,24 @@ class SiteSettingsAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         site = SiteSettings.load()
         return redirect("admin:chat_sitesettings_change", site.pk)
+
+
+@admin.register(LogEntry)
+class AuditLogAdmin(admin.ModelAdmin):
+    list_display = ("action_time", "user", "content_type", "object_repr", "action_flag", "change")
+    list_filter = ("action_flag", "content_type", "user")
+    search_fields = ("object_repr", "change_message", "user__username")
+    date_hierarchy = "action_time"
+
+    @admin.display(description="what changed")
+    def change(self, entry):
+        return entry.get_change_message()
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

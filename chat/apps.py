@@ -6,4 +6,4 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from chat import signals  # noqa: F401 - connects the receivers
+        from chat.accounts import signals  # noqa: F401 - connects the receivers

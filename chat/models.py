@@ -31,11 +31,6 @@ class Conversation(models.Model):
     def __str__(self):
         return self.title or "New chat"
 
-    @property
-    def group(self) -> str:
-        """The channel-layer group every socket on this conversation joins."""
-        return f"conv.{self.id.hex}"
-
 
 class Message(models.Model):
     class Role(models.TextChoices):

@@ -1,7 +1,7 @@
 from django.urls import path
 
-from chat import consumers
+from chat.live import consumer
 
 websocket_urlpatterns = [
-    path("ws/chat/<uuid:conversation_id>/", consumers.ChatConsumer.as_asgi()),
+    path("ws/chat/<uuid:conversation_id>/", consumer.ChatConsumer.as_asgi()),
 ]

@@ -9,9 +9,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from chat import bounds, context, quotas
-from chat.generation import Plan
+from chat import context
+from chat.governance import bounds, quotas
 from chat.models import Conversation, Message, Preference, UsageRecord
+from chat.plan import Plan
 from providers import client
 from providers.base import ChatRequest
 from providers.models import SAMPLING_PARAMS, Model
@@ -158,7 +159,7 @@ def _plan(conversation, model, assistant: Message, prompt, limits, title_for=Non
     return Plan(
         message_id=assistant.pk,
         user_id=conversation.owner_id,
-        group=conversation.group,
+        conversation_id=conversation.pk,
         endpoint=client.endpoint_for(model.provider, model),
         request=request,
         price_in=model.price_input_per_mtok,
@@ -244,7 +245,7 @@ def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], 
     reply = _new_reply(conversation, model, prompt, limits)
     first = not conversation.title
     _touch(conversation, model, preference, content)
-    title_for = (conversation.pk, content, conversation.title) if first else None
+    title_for = (content, conversation.title) if first else None
     return [question, reply], _plan(conversation, model, reply, prompt, limits, title_for)
 
 

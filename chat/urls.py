@@ -1,6 +1,7 @@
 from django.urls import path
 
-from chat import usage, views
+from chat import views
+from chat.governance import usage
 
 urlpatterns = [
     path("", views.home, name="home"),

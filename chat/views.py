@@ -10,8 +10,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
-from chat import export, generation, recovery, settings_form, turns
+from chat import export, settings_form, turns
+from chat.live import jobs
 from chat.models import Conversation, Message, Preference
 from providers.models import Model
 
@@ -94,7 +96,7 @@ async def new_chat(request):
         context["error"] = str(refusal)
         context["draft"] = request.POST.get("content", "")
         return await sync_to_async(render)(request, "chat/page.html", context, status=400)
-    generation.start(plan)
+    jobs.start(plan)
     return redirect("conversation", conversation_id=conversation.pk)
 
 
@@ -102,7 +104,6 @@ async def new_chat(request):
 @require_GET
 def conversation(request, conversation_id):
     conversation = _owned(request, conversation_id)
-    recovery.recover_orphans()
     messages = list(
         conversation.messages.order_by("-id")[: THREAD_PAGE + 1]
     )  # newest first, then reversed
@@ -177,12 +178,10 @@ def delete(request, conversation_id):
     conversation = _owned(request, conversation_id)
     if conversation.messages.filter(status=Message.Status.STREAMING).exists():
         return HttpResponse("Stop the reply that is being written first.", status=409)
-    current = request.headers.get("HX-Current-URL", "")
     conversation.delete()
-    response = HttpResponse("")
-    if str(conversation_id) in current:
-        response["HX-Redirect"] = reverse("home")
-    return response
+    if str(conversation_id) in (request.htmx.current_url or ""):
+        return HttpResponseClientRedirect(reverse("home"))  # the page showed it: go home
+    return HttpResponse("")
 
 
 @login_required

@@ -1,7 +1,9 @@
-"""ASGI entry point: HTTP goes to Django, websockets to the chat consumers.
+"""ASGI entry point: HTTP goes to Django, websockets to the chat consumer.
 
 Websockets pass the Origin check (scheme, host and port of this site) and then
-the session auth; the consumer itself refuses anonymous users.
+the session auth; the consumer itself refuses anonymous users. Every connection
+makes sure this process's background work (chat.live.runtime) is running on
+the server's event loop.
 """
 
 import os
@@ -15,6 +17,7 @@ django_asgi_app = get_asgi_application()  # set up Django before importing consu
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from chat.live import runtime  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chatsite.origin import SameOriginValidator  # noqa: E402
 
@@ -28,19 +31,22 @@ def _save_replies_before_shutdown():
 
     from twisted.internet import defer, reactor
 
-    from chat import generation
-
     def before_shutdown():
-        return defer.Deferred.fromFuture(asyncio.ensure_future(generation.shutdown()))
+        return defer.Deferred.fromFuture(asyncio.ensure_future(runtime.shutdown()))
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
 _save_replies_before_shutdown()
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+
+async def application(scope, receive, send):
+    runtime.ensure_started()
+    await router(scope, receive, send)

@@ -22,6 +22,10 @@ def _raw(name: str) -> str | None:
     return None if value is None else value.strip()
 
 
+def is_set(name: str) -> bool:
+    return bool(_raw(name))
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = _raw(name)
     if value is None:

@@ -3,12 +3,12 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from chat import usage
+from chat.governance import usage
 
 urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("admin/usage/", usage.dashboard, name="usage_dashboard"),
     path("admin/", admin.site.urls),
-    path("accounts/", include("chat.account_urls")),
+    path("accounts/", include("chat.accounts.urls")),
     path("", include("chat.urls")),
 ]

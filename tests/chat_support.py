@@ -2,7 +2,6 @@
 
 import asyncio
 import html
-import re
 
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -11,11 +10,7 @@ from django.test import Client
 
 from chat.models import Conversation, Message
 from chatsite.asgi import application
-
-DELTA = re.compile(r'<span id="body-(\d+)" hx-swap-oob="beforeend">(.*?)</span>', re.S)
-SNAPSHOT = re.compile(r'<div id="body-(\d+)" hx-swap-oob="innerHTML">(.*?)</div>', re.S)
-FINAL = re.compile(r'<article id="msg-(\d+)"[^>]*data-status="(\w+)"[^>]*hx-swap-oob="outerHTML"')
-NOTICE = re.compile(r'<p class="notice \w+" role="\w+"><span class="notice-text">(.*?)</span>', re.S)
+from tests.frames import FINAL, NOTICE, deltas_of, text_of
 
 
 def logged_in(user) -> Client:
@@ -103,23 +98,10 @@ class Socket:
 
     def text_of(self, message_id: int) -> str:
         """What this tab shows for a streaming message: the last snapshot plus later deltas."""
-        text = ""
-        for frame in self.frames:
-            for mid, body in SNAPSHOT.findall(frame):
-                if int(mid) == message_id:
-                    text = html.unescape(body)
-            for mid, body in DELTA.findall(frame):
-                if int(mid) == message_id:
-                    text += html.unescape(body)
-        return text
+        return text_of(self.frames, message_id)
 
     def deltas_of(self, message_id: int) -> list[str]:
-        return [
-            html.unescape(body)
-            for frame in self.frames
-            for mid, body in DELTA.findall(frame)
-            if int(mid) == message_id
-        ]
+        return deltas_of(self.frames, message_id)
 
 
 @sync_to_async

@@ -10,11 +10,13 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import F, Sum
 
-from chat import bounds, frames, generation
+from chat.governance import bounds
+from chat.live import ending, events, jobs
 from chat.models import Message, Quota, UsageRecord
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
+from tests.frames import FINAL, NEW_REPLY
 from tests.live_server import Daphne
-from tests.ws_client import FINAL, NEW_REPLY, ChatClient
+from tests.ws_client import ChatClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ENDED = ("complete", "stopped", "error", "interrupted")
@@ -217,13 +219,13 @@ def fail_on_call(monkeypatch, owner_object, name, on_call: int, error=RuntimeErr
     [
         ("publishing a delta", "flush", 3, RuntimeError),
         ("saving the final row", "save_final", 1, OverflowError),
-        ("rendering the final frame", "message", 1, ValueError),
+        ("rendering the final frame", "message_frames", 1, ValueError),
     ],
 )
 async def test_a_job_that_raises_ends_failed_with_its_text_and_the_process_carries_on(
     owner, chat_model, fake, monkeypatch, where, name, on_call, error
 ):
-    target = {"flush": generation.Job, "save_final": generation, "message": frames}[name]
+    target = {"flush": jobs.Job, "save_final": ending, "message_frames": events}[name]
     fail_on_call(monkeypatch, target, name, on_call, error)
     fake.configure(tokens=["piece "] * 30, token_interval=0.02)
     tab = Socket(owner, await new_conversation(owner, chat_model))
@@ -231,13 +233,13 @@ async def test_a_job_that_raises_ends_failed_with_its_text_and_the_process_carri
     await tab.send(command="send", content="go")
     await tab.until_final(timeout=30)
     failed = await wait_for_status((await latest_reply(tab.conversation)).pk, ENDED)
-    if name == "message":  # the reply itself was fine: it is shown as plain text
+    if name == "message_frames":  # the reply itself was fine: it is shown as plain text
         assert failed.status == "complete" and "plain" in tab.frames[-1], where
     else:
         assert failed.status == "error", where
-        assert failed.error_message == generation.FAILED_NOTE
+        assert failed.error_message == ending.FAILED_NOTE
         assert failed.content.startswith("piece piece"), where
-    assert failed.pk not in generation.JOBS
+    assert failed.pk not in jobs.JOBS
 
     monkeypatch.undo()
     fake.configure(tokens=["after "] * 60, token_interval=0.03)
@@ -291,7 +293,7 @@ async def test_a_reply_at_the_size_cap_can_be_opened_refreshed_and_resynced(
             await tab.until(lambda f: FINAL.search(f) and 'data-status="stopped"' in f, 60)
             capped = await latest_reply(conversation)
         assert capped.error_message == bounds.REASONS["length"]
-        cap_chars = settings.MAX_REPLY_TOKENS * generation.CHARS_PER_TOKEN
+        cap_chars = settings.MAX_REPLY_TOKENS * jobs.CHARS_PER_TOKEN
         assert cap_chars - len(block) < len(capped.content) <= cap_chars
         async with ChatClient(server.url, conversation.pk, cookie) as page:
             await page.send(command="sync", after=capped.pk, streaming=[capped.pk])

@@ -8,10 +8,11 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.utils import timezone
 
-from chat import recovery
+from chat.live import jobs, recovery
 from chat.models import Message
 from providers.base import MESSAGES
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
+from tests.fake_backend import DEFAULT_TOKENS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -200,7 +201,7 @@ async def test_a_restart_marks_orphaned_replies_interrupted_and_keeps_their_text
         return message
 
     message = await orphan()
-    recovered = await sync_to_async(recovery.recover_orphans)()
+    recovered = await sync_to_async(recovery.recover_orphans)(jobs.JOBS)
     assert [m.pk for m in recovered] == [message.pk]
     after = await sync_to_async(Message.objects.get)(pk=message.pk)
     assert (after.status, after.content) == ("interrupted", "half a")
@@ -243,7 +244,7 @@ async def test_every_provider_error_kind_ends_the_reply_with_its_human_message(
     assert failed.error_message == MESSAGES[kind]
     assert MESSAGES[kind].replace("'", "&#x27;") in tab.frames[-1]
     if kind == "malformed":
-        assert failed.content == "Hello, wor"  # what arrived before the fault is kept
+        assert failed.content == "".join(DEFAULT_TOKENS[:3])  # what arrived before the fault
     await tab.close()
 
 
@@ -258,7 +259,7 @@ async def test_text_received_before_a_mid_stream_failure_is_kept(owner, chat_mod
     assert (failed.status, failed.error_kind, failed.content) == (
         "error",
         "unavailable",
-        "Hello, world",
+        "".join(DEFAULT_TOKENS[:4]),
     )
     await tab.close()
 
@@ -268,5 +269,5 @@ async def test_a_newborn_reply_is_not_taken_for_an_orphan(owner, chat_model):
     newborn = await sync_to_async(Message.objects.create)(
         conversation=conversation, role="assistant", status="streaming"
     )  # committed, its job not registered yet
-    assert await sync_to_async(recovery.recover_orphans)() == []
+    assert await sync_to_async(recovery.recover_orphans)(jobs.JOBS) == []
     assert (await sync_to_async(Message.objects.get)(pk=newborn.pk)).status == "streaming"

@@ -218,6 +218,6 @@ def test_markdown_export_says_which_replies_failed_or_stopped_and_imports_are_ma
     ],
 )
 def test_automatic_titles_lose_list_markers_quotes_and_markdown(answer, title):
-    from chat.titles import clean
+    from chat.live.titles import clean
 
     assert clean(answer) == title

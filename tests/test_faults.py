@@ -12,8 +12,9 @@ from django.db import connection
 
 from chat.models import Message
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
+from tests.frames import NEW_REPLY
 from tests.live_server import Daphne
-from tests.ws_client import NEW_REPLY, ChatClient
+from tests.ws_client import ChatClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -143,11 +144,23 @@ async def test_a_redis_restart_mid_reply_loses_no_text(owner, chat_model, fake, 
     await tab.close()
 
 
+async def saved_text(message_id: int, timeout: float = 10.0) -> Message:
+    """The row once the saver has written some of the growing text to it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        row = await sync_to_async(Message.objects.get)(pk=message_id)
+        if row.content:
+            return row
+        await asyncio.sleep(0.05)
+    raise AssertionError("no text was saved")
+
+
 async def test_a_killed_server_leaves_the_reply_interrupted_with_its_text(
     owner, chat_model, fake, cookie_for
 ):
     fake.configure(tokens=[f"k{i} " for i in range(500)], token_interval=0.02)
-    env = {"REDIS_URL": REDIS_URL, "STREAM_STALE_SECONDS": "3"} if REDIS_URL else {}
+    # Orphans are swept every second and taken as orphans after three.
+    env = {"REDIS_URL": REDIS_URL or "", "STREAM_STALE_SECONDS": "3"}
     conversation = await new_conversation(owner, chat_model)
     cookie = await sync_to_async(cookie_for)(owner)
     doomed = await asyncio.to_thread(Daphne(extra_env=env).start)
@@ -156,13 +169,11 @@ async def test_a_killed_server_leaves_the_reply_interrupted_with_its_text(
             await tab.send(command="send", content="go")
             frame = await tab.until(lambda f: NEW_REPLY.search(f))
             message_id = int(NEW_REPLY.search(frame).group(1))
-            await asyncio.sleep(2.5)  # long enough for the growing text to be saved
+            saved = await saved_text(message_id)  # once the saver has saved some
             doomed.kill()
     finally:
         doomed.kill()
-    saved = await sync_to_async(Message.objects.get)(pk=message_id)
     assert saved.content.startswith("k0 k1 ")  # the text saved while it streamed
-    await asyncio.sleep(6)  # past the grace (one process) or the stale limit (several)
     successor = await asyncio.to_thread(Daphne(extra_env=env).start)
     try:
         async with ChatClient(successor.url, conversation.pk, cookie) as tab:  # starts its sweep
@@ -189,8 +200,10 @@ async def test_a_graceful_stop_saves_every_token_that_had_arrived(
             await tab.send(command="send", content="go")
             frame = await tab.until(lambda f: NEW_REPLY.search(f))
             message_id = int(NEW_REPLY.search(frame).group(1))
-            await asyncio.sleep(0.7)  # less than a save interval: only the stop can save it
-            server.process.terminate()  # SIGTERM, as a deploy or systemd would
+            # SIGTERM, as a deploy or systemd would, as soon as the first text is shown:
+            # well within a save interval, so only the stop can save it.
+            await tab.until(lambda f: tab.text_of(message_id))
+            server.process.terminate()
             while True:
                 try:
                     await tab.frame(timeout=10)

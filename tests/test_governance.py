@@ -1,10 +1,11 @@
 """Model access, quotas, the ledger, the dashboard, deactivation, login throttling, audit."""
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from asgiref.sync import sync_to_async
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group
@@ -16,7 +17,8 @@ from django.utils import timezone
 
 from chat import turns
 from chat.models import Conversation, Message, Quota, UsageRecord
-from tests.chat_support import FINAL, Socket, latest_reply, new_conversation, wait_for_status
+from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
+from tests.frames import FINAL
 
 
 @pytest.fixture
@@ -114,22 +116,26 @@ def test_requests_per_minute_trips_with_a_clear_message_and_resets(owner, chat_m
 def test_tokens_per_day_trips_and_resets_at_midnight_utc(owner, chat_model):
     Quota.objects.create(user=owner, tokens_per_day=100)
     conversation = conversation_of(owner, chat_model)
-    record(owner, chat_model, tokens=(60, 40))
-    with pytest.raises(turns.Refused, match=r"100 tokens for today; the limit resets at 00:00 UTC"):
-        turns.send(owner, conversation.pk, "more")
-    UsageRecord.objects.update(created=timezone.now() - timedelta(days=1))
-    turns.send(owner, conversation.pk, "tomorrow")
+    with time_machine.travel(datetime(2026, 3, 9, 23, 59, 58, tzinfo=UTC), tick=False):
+        record(owner, chat_model, tokens=(60, 40))
+        with pytest.raises(turns.Refused, match=r"resets at 00:00 UTC, in 2 seconds"):
+            turns.send(owner, conversation.pk, "more")
+    with time_machine.travel(datetime(2026, 3, 10, 0, 0, 1, tzinfo=UTC), tick=False):
+        turns.send(owner, conversation.pk, "just after midnight")
 
 
 @pytest.mark.django_db
 def test_cost_per_month_trips_and_resets_on_the_first(owner, chat_model):
     Quota.objects.create(user=owner, cost_per_month=Decimal("0.50"))
     conversation = conversation_of(owner, chat_model)
-    record(owner, chat_model, cost="0.51")
-    with pytest.raises(turns.Refused, match=r"\$0.50 budget for this month; it resets on 1 "):
-        turns.send(owner, conversation.pk, "more")
-    UsageRecord.objects.update(created=timezone.now() - timedelta(days=32))
-    turns.send(owner, conversation.pk, "next month")
+    with time_machine.travel(datetime(2026, 2, 28, 23, 59, tzinfo=UTC), tick=False):
+        record(owner, chat_model, cost="0.51")
+        with pytest.raises(
+            turns.Refused, match=r"\$0.50 budget for this month; it resets on 1 March"
+        ):
+            turns.send(owner, conversation.pk, "more")
+    with time_machine.travel(datetime(2026, 3, 1, 0, 0, 1, tzinfo=UTC), tick=False):
+        turns.send(owner, conversation.pk, "a new month")
 
 
 @pytest.mark.django_db

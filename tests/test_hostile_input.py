@@ -11,8 +11,9 @@ from django.urls import reverse
 
 from chat.models import Conversation
 from tests.chat_support import new_conversation
+from tests.frames import FINAL
 from tests.live_server import Daphne
-from tests.ws_client import FINAL, ChatClient
+from tests.ws_client import ChatClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NOTICE = "notice"
@@ -241,7 +242,7 @@ def test_a_spoofed_x_forwarded_for_does_not_reset_the_login_throttle(transaction
 
 
 def test_the_client_address_is_taken_from_the_right_of_x_forwarded_for(rf, settings):
-    from chat.throttle import client_address
+    from chat.accounts.throttle import client_address
 
     request = rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.1.1.1, 203.0.113.7")
     settings.TRUSTED_PROXY_COUNT = 0

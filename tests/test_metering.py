@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import quotas
+from chat.governance import quotas
 from chat.models import Quota, SiteSettings, UsageRecord
 from providers.models import Model, Provider
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status

@@ -12,8 +12,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
 
+from chat.live.presence import CLOSE_DEACTIVATED, CLOSE_SIGNED_OUT, CLOSE_TOO_MANY, REASONS
 from chat.models import Message, Quota
-from chat.presence import CLOSE_DEACTIVATED, CLOSE_SIGNED_OUT, CLOSE_TOO_MANY, REASONS
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
 from tests.live_server import ROOT, database_env
 

@@ -8,8 +8,9 @@ from asgiref.sync import sync_to_async
 
 from chat.models import Message
 from tests.chat_support import new_conversation, wait_for_status
+from tests.frames import FINAL, NEW_REPLY, SNAPSHOT
 from tests.live_server import Daphne
-from tests.ws_client import FINAL, NEW_REPLY, SNAPSHOT, ChatClient
+from tests.ws_client import ChatClient
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 pytestmark = [

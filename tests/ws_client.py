@@ -1,15 +1,10 @@
 """A real websocket client for the chat socket of a running server (tests and benchmark)."""
 
-import html
-import re
 import time
 
 import websockets
 
-DELTA = re.compile(r'<span id="body-(\d+)" hx-swap-oob="beforeend">(.*?)</span>', re.S)
-SNAPSHOT = re.compile(r'<div id="body-(\d+)" hx-swap-oob="innerHTML">(.*?)</div>', re.S)
-FINAL = re.compile(r'<article id="msg-(\d+)"[^>]*data-status="(\w+)"[^>]*hx-swap-oob="outerHTML"')
-NEW_REPLY = re.compile(r'<article id="msg-(\d+)" class="msg assistant status-streaming"')
+from tests.frames import text_of
 
 
 class ChatClient:
@@ -57,12 +52,4 @@ class ChatClient:
                 return text
 
     def text_of(self, message_id: int) -> str:
-        text = ""
-        for _, frame in self.frames:
-            for mid, body in SNAPSHOT.findall(frame):
-                if int(mid) == message_id:
-                    text = html.unescape(body)
-            for mid, body in DELTA.findall(frame):
-                if int(mid) == message_id:
-                    text += html.unescape(body)
-        return text
+        return text_of([frame for _, frame in self.frames], message_id)

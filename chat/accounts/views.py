@@ -15,7 +15,7 @@ from django.db import transaction
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from chat import throttle
+from chat.accounts import throttle
 
 PENDING_MESSAGE = "Your account is waiting for an administrator's approval."
 

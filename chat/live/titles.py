@@ -13,12 +13,11 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
-from channels.layers import get_channel_layer
-from django.template.loader import render_to_string
 from django.utils import timezone
 
-from chat import quotas
 from chat.db import db_async
+from chat.governance import quotas
+from chat.live import events
 from chat.models import Conversation, Message, SiteSettings, UsageRecord
 from providers import client
 from providers.base import ChatRequest, Endpoint, ProviderError
@@ -134,17 +133,14 @@ def _cost(model, usage, prompt: int, completion: int) -> dict:
 
 
 @db_async
-def _save(conversation_id, provisional: str, title: str) -> str | None:
+def _save(conversation_id, provisional: str, title: str) -> list[str]:
     updated = Conversation.objects.filter(pk=conversation_id, title=provisional).update(title=title)
     if not updated:
-        return None
-    conversation = Conversation.objects.get(pk=conversation_id)
-    return render_to_string(
-        "chat/ws/title.html", {"item": conversation, "conversation": conversation}
-    )
+        return []  # the person renamed it meanwhile
+    return events.title_frames(Conversation.objects.get(pk=conversation_id))
 
 
-async def generate(plan, conversation_id, question: str, provisional: str):
+async def generate(plan, question: str, provisional: str):
     call = await _prepare(plan.message_id, question)
     if call is None:
         return
@@ -152,12 +148,12 @@ async def generate(plan, conversation_id, question: str, provisional: str):
     try:
         completion = await client.complete(call.endpoint, call.request)
     except ProviderError as error:
-        log.info("no title for %s: %s", conversation_id, error)
+        log.info("no title for %s: %s", plan.conversation_id, error)
         completion = None
     await _meter(call.ledger_id, completion, started)
     title = clean(completion.text) if completion else ""
     if len(title) < 2:
         return
-    html = await _save(conversation_id, provisional, title)
-    if html:
-        await get_channel_layer().group_send(plan.group, {"type": "thread.html", "frames": [html]})
+    frames = await _save(plan.conversation_id, provisional, title)
+    if frames:
+        await events.publish_thread(plan.conversation_id, frames)

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from chat.quotas import Allowance
+from chat.governance.quotas import Allowance
 
 MILLION = Decimal(1_000_000)
 

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
-from chat.sessions import end_live_sessions_sync
+from chat.accounts.sessions import end_live_sessions_sync
 
 User = get_user_model()
 

@@ -12,7 +12,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from chat import charts, quotas
+from chat.governance import charts, quotas
 from chat.models import UsageRecord
 
 

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from chat import accounts
+from chat.accounts import views as accounts
 
 urlpatterns = [
     path("login/", accounts.ChatLoginView.as_view(), name="login"),

@@ -26,6 +26,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from chat.db import db_async
+from chat.live import events
 
 log = logging.getLogger(__name__)
 DB_SESSIONS = "django.contrib.sessions.backends.db"
@@ -67,10 +68,6 @@ def count_for(user_id: int) -> int:
 
 def join(channel_name: str, presence: Presence):
     _here()[channel_name] = presence
-    loop = asyncio.get_running_loop()
-    task = _watchers.get(loop)
-    if task is None or task.done():
-        _watchers[loop] = loop.create_task(_watch_forever())
 
 
 def leave(channel_name: str):
@@ -112,12 +109,11 @@ def verdicts(entries: list[Presence], job_users: set[int]) -> tuple[dict[int, st
     return ended, gone
 
 
-async def check_once():
-    from chat import generation  # jobs of users who may have been deactivated
-
+async def check_once(running: dict):
+    """`running`: this process's jobs (chat.live.jobs.JOBS), whose owners are checked too."""
     here = _here()
     entries = list(here.values())
-    job_users = {job.plan.user_id for job in list(generation.JOBS.values())}
+    job_users = {job.plan.user_id for job in list(running.values())}
     if not entries and not job_users:
         return
     try:
@@ -127,15 +123,15 @@ async def check_once():
         return
     for index, reason in ended.items():
         await entries[index].socket.ended(reason)
-    for job in list(generation.JOBS.values()):
+    for job in list(running.values()):
         if job.plan.user_id in gone:
-            await generation.request_stop(job.message_id)
+            await events.stop_job(job.message_id)
 
 
-async def _watch_forever():
+async def watch_forever(running: dict):
     while True:
         await asyncio.sleep(settings.SOCKET_RECHECK_SECONDS)
         try:
-            await check_once()
+            await check_once(running)
         except Exception:
             log.exception("socket re-check failed; will retry")

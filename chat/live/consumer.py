@@ -1,0 +1,283 @@
+"""The chat websocket: one per open conversation page.
+
+The Channels tutorial's shape: connect, commands, events. Thin by design:
+authenticate, check that the conversation (and every id in a command) belongs
+to the user as the account is now, run the command (chat.turns), and forward
+the fragments chat.live.events renders. Replies come from generation jobs
+(chat.live.jobs) through the conversation's group, so every tab, in every
+process, sees them; chat.live.follower decides what to do with each delta and
+snapshot so that a socket joining mid-reply shows it with no gap and no repeat.
+"""
+
+import asyncio
+import logging
+
+from channels.consumer import get_handler_name
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from chat import turns
+from chat.db import db_async
+from chat.live import commands, events, jobs, presence
+from chat.live.follower import FORWARD, RESYNC, ReplyFollower
+from chat.models import Message
+
+log = logging.getLogger(__name__)
+CLOSE_NOT_FOUND = 4404
+SNAPSHOT_WAIT_SECONDS = 3.0
+
+
+@db_async
+def _run(command, *args):
+    """Run a turns command off the event loop."""
+    return command(*args)
+
+
+@db_async
+def _as_user(user_id, command, *args):
+    """Run a turns command as the account is now: a demotion counts from the next command."""
+    user = turns.current_user(user_id)
+    if user is None:
+        raise turns.Refused("Your account was deactivated.")
+    return command(user, *args)
+
+
+@db_async
+def _saved(message_id: int) -> tuple[Message | None, list[str]]:
+    """The message as saved, and its final frames if it has finished."""
+    message = Message.objects.filter(pk=message_id).first()
+    if message is None or message.is_streaming:
+        return message, []
+    return message, events.message_frames(message)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    conversation = None
+
+    async def dispatch(self, message):
+        """Channels' dispatch, minus its stale-connection cleanup before every event.
+
+        That cleanup is a hop to a worker thread: once per delta per socket, it was
+        most of the relay's CPU. These handlers reach the database only through
+        db_async, which does the same cleanup around each call.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # --- connect and disconnect ---------------------------------------------------------
+    async def connect(self):
+        user = self.scope["user"]
+        if not user.is_authenticated:
+            await self.close(code=presence.CLOSE_SIGNED_OUT)
+            return
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        self.conversation = await _run(turns.owned_conversation, user, conversation_id)
+        if self.conversation is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.user, self.follower, self.timers, self.keeper = user, ReplyFollower(), {}, None
+        await self.accept()
+        if presence.count_for(user.pk) >= settings.MAX_SOCKETS_PER_USER:
+            limit = settings.MAX_SOCKETS_PER_USER
+            await self.notice(f"You have {limit} chat tabs open already; close one and reload.")
+            await self.close(code=presence.CLOSE_TOO_MANY)
+            self.conversation = None
+            return
+        key, auth_hash = await db_async(presence.session_identity)(self.scope["session"])
+        presence.join(self.channel_name, presence.Presence(user.pk, key, auth_hash, self))
+        await self._join_groups()
+        self.keeper = asyncio.create_task(self._keep_membership())
+        for message_id in await _run(turns.streaming_ids, self.conversation.pk):
+            await self.resync(message_id)
+
+    async def disconnect(self, code):
+        if self.conversation is None:
+            return
+        presence.leave(self.channel_name)
+        for timer in [*self.timers.values(), self.keeper]:
+            if timer is not None:
+                timer.cancel()
+        await self.channel_layer.group_discard(self._group(), self.channel_name)
+        await self.channel_layer.group_discard(events.user_group(self.user.pk), self.channel_name)
+
+    async def ended(self, reason: str):
+        """The session or account behind this socket ended: say why, then close."""
+        code, text = presence.REASONS[reason]
+        await self.notice(text)
+        await self.close(code=code)
+
+    def _group(self) -> str:
+        return events.conversation_group(self.conversation.pk)
+
+    async def _join_groups(self):
+        await self.channel_layer.group_add(self._group(), self.channel_name)
+        await self.channel_layer.group_add(events.user_group(self.user.pk), self.channel_name)
+
+    # --- commands from the browser ------------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data is None or len(text_data) > settings.MAX_MESSAGE_CHARS * 2 + 4096:
+            await self.notice("That message is too large to send.")
+            return
+        try:
+            content = commands.parse(text_data)
+        except commands.BadCommand:
+            await self.notice(commands.INVALID)
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content, **kwargs):
+        command = content.get("command")
+        handler = getattr(self, f"command_{command}", None) if isinstance(command, str) else None
+        if handler is None:
+            await self.notice("Unknown command.")
+            return
+        try:
+            await handler(content)
+        except turns.Refused as refusal:
+            await self.notice(str(refusal))
+        except Exception:
+            log.exception("command %s failed", command)
+            await self.notice("Something went wrong on the server; nothing was lost. Try again.")
+
+    async def command_send(self, content):
+        messages, plan = await _as_user(
+            self.user.pk, turns.send, self.conversation.pk, content.get("content"),
+            content.get("model"),
+        )  # fmt: skip
+        await self.begin(plan, append=messages)
+
+    async def command_continue(self, content):
+        await self.command_send({**content, "content": "Continue from where you stopped."})
+
+    async def command_regenerate(self, content):
+        removed, reply, plan = await _as_user(
+            self.user.pk, turns.regenerate, self.conversation.pk, content.get("model")
+        )
+        await self.begin(plan, remove=removed, append=[reply])
+
+    async def command_edit(self, content):
+        removed, messages, plan = await _as_user(
+            self.user.pk, turns.edit, self.conversation.pk, content.get("message_id"),
+            content.get("content"),
+        )  # fmt: skip
+        # The edited question is re-rendered in place of its old self.
+        await self.begin(plan, remove=[*removed, messages[0].pk], append=messages)
+
+    async def command_sync(self, content):
+        """The page says what it shows (sent on every connect); fill in what it missed."""
+        after, streaming = commands.sync_ids(content)
+        finished, newer, still = await _run(
+            turns.sync_state, self.conversation.pk, after, streaming
+        )
+        for message in finished:
+            await self.send_frames(await db_async(events.message_frames)(message))
+        if newer:
+            await self.send_frames(await db_async(events.append_frames)(newer))
+        for message_id in still:
+            await self.resync(message_id)
+
+    async def command_stop(self, content):
+        message_id = await _as_user(
+            self.user.pk, turns.stoppable, self.conversation.pk, content.get("message_id")
+        )
+        await events.stop_job(message_id)
+
+    async def begin(self, plan, remove=(), append=()):
+        """Show the change on every tab of this conversation, then start the job."""
+        frames = events.remove_frames(remove) + await db_async(events.append_frames)(list(append))
+        await events.publish_thread(self.conversation.pk, frames)
+        jobs.start(plan)
+
+    async def notice(self, text: str):
+        await self.send_frames(events.notice_frames(text))
+
+    async def send_frames(self, frames: list[str]):
+        for frame in frames:
+            await self.send(text_data=frame)
+
+    # --- events from the channel layer ---------------------------------------------------
+    async def thread_html(self, event):
+        await self.send_frames(event["frames"])
+
+    async def gen_delta(self, event):
+        message_id = event["message_id"]
+        step = self.follower.delta(message_id, event["seq"], event["text"])
+        if step.action == RESYNC:
+            await self._ask_snapshot(message_id)  # a gap: joined mid-reply or lost a frame
+        elif step.action == FORWARD:
+            await self.send_frames(events.text_frames(message_id, step.texts[0], replace=False))
+
+    async def gen_snapshot(self, event):
+        message_id = event["message_id"]
+        step = self.follower.snapshot(message_id, event["seq"], event["text"])
+        if step.action != FORWARD:
+            return
+        self._cancel_timer(message_id)
+        first, *rest = step.texts
+        await self.send_frames(events.text_frames(message_id, first, replace=True))
+        for text in rest:
+            await self.send_frames(events.text_frames(message_id, text, replace=False))
+        if step.resync:
+            await self._ask_snapshot(message_id)
+
+    async def gen_done(self, event):
+        self.follower.done(event["message_id"])
+        self._cancel_timer(event["message_id"])
+        await self.send_frames(event["frames"])
+
+    async def user_disconnect(self, event):
+        await self.ended("deactivated")
+
+    # --- re-attach ------------------------------------------------------------------------
+    async def resync(self, message_id: int):
+        if self.follower.start_resync(message_id):
+            await self._ask_snapshot(message_id)
+
+    async def _ask_snapshot(self, message_id: int):
+        self._cancel_timer(message_id)
+        self.timers[message_id] = asyncio.create_task(self._saved_text_later(message_id))
+        await events.ask_snapshot(message_id, self.channel_name)
+
+    def _cancel_timer(self, message_id: int):
+        timer = self.timers.pop(message_id, None)
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+
+    async def _saved_text_later(self, message_id: int):
+        """No job answered in time: it died or is out of reach. Show the saved text."""
+        await asyncio.sleep(SNAPSHOT_WAIT_SECONDS)
+        self.timers.pop(message_id, None)
+        message, final = await _saved(message_id)
+        if message is None:
+            self.follower.done(message_id)
+            return
+        step = self.follower.saved_text(message_id, message.content, message.is_streaming)
+        if step.action != FORWARD:
+            return
+        if final:
+            await self.send_frames(final)
+        else:
+            await self.send_frames(events.text_frames(message_id, step.texts[0], replace=True))
+
+    async def _keep_membership(self):
+        """Re-join the groups now and then, and catch up on replies that ended meanwhile.
+
+        A Redis restart forgets group membership and drops events in flight; this
+        brings the socket back within SOCKET_REJOIN_SECONDS, and the sequence
+        numbers on deltas trigger a snapshot for anything missed.
+        """
+        while True:
+            await asyncio.sleep(settings.SOCKET_REJOIN_SECONDS)
+            try:
+                await self._join_groups()
+            except Exception:
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError from None
+                log.warning("could not re-join groups; will retry")
+                continue
+            for message_id in self.follower.following():
+                message, final = await _saved(message_id)
+                if message is not None and final:
+                    await self.gen_done({"message_id": message_id, "frames": final})

@@ -1,0 +1,182 @@
+"""How a reply ends: its final row and ledger values, saved come what may, then announced.
+
+Whatever happened to the stream, the text that arrived is saved. The database
+may be away for a moment (retried with back-off, the text waits in memory); if
+the final values themselves cannot be computed or saved, the reply is saved as
+failed with its text. Then every tab is sent the finished message.
+"""
+
+import asyncio
+import functools
+import logging
+import time
+from contextlib import suppress
+from decimal import Decimal
+
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from chat.db import db_async
+from chat.live import events
+from chat.models import Message, UsageRecord
+
+log = logging.getLogger(__name__)
+Status = Message.Status
+FINAL_SAVE_ATTEMPTS = 8
+FAILED_NOTE = "The reply failed on the server; the text so far is kept. Try Regenerate."
+
+
+def final_fields(job) -> dict:
+    """The reply's final row: text, status, tokens (reported or estimated), cost, timings."""
+    text = job.text()
+    ended = time.monotonic()
+    prompt, completion = job.usage.prompt_tokens, job.usage.completion_tokens
+    estimated = prompt is None or completion is None
+    if job.first_token_at is None and job.status == Status.ERROR and estimated:
+        prompt = completion = 0  # failed before the backend produced anything: free
+        estimated = False
+    if prompt is None:
+        prompt = job.plan.prompt_estimate
+    if completion is None:
+        completion = job.tokens_estimate()
+    fields = {
+        "content": text,
+        "status": job.status,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "tokens_estimated": estimated,
+        "cost": _cost(job, prompt, completion),
+        "finish_reason": "length" if job.cut_note else job.finish,
+        "updated": timezone.now(),
+    }
+    if job.first_token_at is not None:
+        fields["ttft_ms"] = min(round((job.first_token_at - job.started) * 1000), 2**31 - 1)
+        streaming_time = ended - job.first_token_at
+        if streaming_time > 0 and completion > 1:
+            fields["tokens_per_second"] = round((completion - 1) / streaming_time, 1)
+    if job.error is not None:
+        fields["error_kind"] = job.error.kind
+        fields["error_message"] = job.error.message[:300]
+    elif job.cut_note:
+        fields["error_message"] = job.cut_note
+        if job.failed:
+            fields["error_kind"] = "internal"
+    return fields
+
+
+def ledger_fields(job, fields: dict) -> dict:
+    """The ledger row's final numbers, from the message's."""
+    if job.usage.cost is not None:
+        source = UsageRecord.CostSource.PROVIDER
+    elif fields["cost"] is not None:
+        source = UsageRecord.CostSource.PRICES
+    else:
+        source = UsageRecord.CostSource.NONE
+    return {
+        "prompt_tokens": fields["prompt_tokens"],
+        "completion_tokens": fields["completion_tokens"],
+        "tokens_estimated": fields["tokens_estimated"],
+        "cost": fields["cost"] or 0,
+        "cost_source": source,
+        "latency_ms": fields.get("ttft_ms"),
+        "duration_ms": round((time.monotonic() - job.started) * 1000),
+        "status": fields["status"],
+    }
+
+
+def _cost(job, prompt: int, completion: int) -> Decimal | None:
+    if job.usage.cost is not None:
+        return job.usage.cost
+    if job.plan.price_in is None and job.plan.price_out is None:
+        return None
+    million = Decimal(1_000_000)
+    return ((job.plan.price_in or 0) * prompt + (job.plan.price_out or 0) * completion) / million
+
+
+def fallback_fields(job) -> tuple[dict, dict]:
+    """The plainest honest ending: failed, with its text and an estimate of its tokens."""
+    return (
+        {"content": job.text(), "status": Status.ERROR, "error_kind": "internal",
+         "error_message": FAILED_NOTE, "updated": timezone.now()},
+        {"status": Status.ERROR, "completion_tokens": job.tokens_estimate(),
+         "tokens_estimated": True},
+    )  # fmt: skip
+
+
+def fresh_connection_on_failure(function):
+    """A failed write drops its connection, so the retry reconnects instead of
+    reusing a connection the database (or a failover) already closed."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except DatabaseError:
+            with suppress(Exception):
+                connection.close()
+            raise
+
+    return wrapper
+
+
+@db_async
+@fresh_connection_on_failure
+def save_final(message_id: int, fields: dict, ledger: dict):
+    with transaction.atomic():
+        Message.objects.filter(pk=message_id).update(**fields)
+        UsageRecord.objects.filter(message_id=message_id).update(**ledger)
+
+
+@db_async
+def final_frames(message_id: int) -> list[str]:
+    message = Message.objects.get(pk=message_id)
+    try:
+        return events.message_frames(message)
+    except Exception:
+        log.exception("could not render reply %s; sending it as plain text", message_id)
+        return events.message_frames(message, plain=True)
+
+
+def _values(job) -> tuple[dict, dict]:
+    try:
+        fields = final_fields(job)
+        return fields, ledger_fields(job, fields)
+    except Exception:
+        log.exception("reply %s: could not compute its final numbers", job.message_id)
+        job.fail()
+        return fallback_fields(job)
+
+
+async def _save(job, fields: dict, ledger: dict) -> bool:
+    for attempt in range(FINAL_SAVE_ATTEMPTS):
+        try:
+            await save_final(job.message_id, fields, ledger)
+            return True
+        except DatabaseError as error:
+            log.warning(
+                "final save of reply %s failed (attempt %d): %s", job.message_id, attempt + 1, error
+            )
+            await asyncio.sleep(min(0.25 * 2**attempt, 5))
+        except Exception:
+            if job.failed:
+                break
+            log.exception("reply %s: its final values could not be saved", job.message_id)
+            job.fail()
+            fields, ledger = fallback_fields(job)
+    log.error("reply %s could not be saved; it stays streaming until recovery", job.message_id)
+    return False
+
+
+async def finish(job):
+    """Save the reply's ending, then show it on every tab."""
+    fields, ledger = _values(job)
+    if not await _save(job, fields, ledger):
+        return
+    try:
+        frames = await final_frames(job.message_id)
+    except Message.DoesNotExist:
+        return  # deleted meanwhile (conversation deleted): nobody to tell
+    except Exception:
+        log.exception("could not render reply %s", job.message_id)
+        return
+    await events.publish_done(job.plan.conversation_id, job.message_id, job.status, frames)

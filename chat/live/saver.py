@@ -1,0 +1,82 @@
+"""The partial-text saver: about once a second, the text of every running reply
+(chat.live.jobs.JOBS, handed in by chat.live.runtime).
+
+One saver per process (started by chat.live.runtime), one transaction for all
+the replies it saves. Batching matters: a hundred replies saving on their own
+would open a hundred database connections a second and fight the relay for the
+interpreter. It outlives any failure: one bad row never stops the others.
+"""
+
+import asyncio
+import logging
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from chat.db import db_async
+from chat.live.ending import fresh_connection_on_failure
+from chat.models import Message
+
+log = logging.getLogger(__name__)
+Status = Message.Status
+
+
+@db_async
+@fresh_connection_on_failure
+def save_partials(batch: list[tuple[int, str]]):
+    """The growing text of every running reply, in one transaction on one connection."""
+    now = timezone.now()
+    with transaction.atomic():
+        for message_id, text in batch:
+            Message.objects.filter(pk=message_id, status=Status.STREAMING).update(
+                content=text, updated=now
+            )
+
+
+async def _save_batch(batch: list[tuple[int, str]]) -> set[int]:
+    """Save the batch; ids saved. A row that cannot be saved must not stop the others."""
+    try:
+        await save_partials(batch)
+        return {message_id for message_id, _ in batch}
+    except DatabaseError:
+        log.warning("could not save %d running replies; will retry", len(batch))
+        return set()
+    except Exception:
+        log.exception("saving %d running replies failed; saving them one by one", len(batch))
+    saved = set()
+    for item in batch:
+        try:
+            await save_partials([item])
+            saved.add(item[0])
+        except Exception:
+            log.warning("could not save the text of reply %s", item[0])
+    return saved
+
+
+async def save_forever(running: dict):
+    """Every STREAM_SAVE_SECONDS, save what every reply in this process has so far."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(settings.STREAM_SAVE_SECONDS)
+        try:
+            await _save_due(running, loop)
+        except Exception:
+            log.exception("partial save round failed; will retry")
+
+
+async def _save_due(running: dict, loop):
+    now = time.monotonic()
+    due = [
+        job
+        for job in list(running.values())
+        if job.task is not None and job.task.get_loop() is loop and job.save_due(now)
+    ]
+    if not due:
+        return
+    batch = [(job.message_id, job.text()) for job in due]
+    saved = await _save_batch(batch)
+    for job, (message_id, text) in zip(due, batch, strict=True):
+        if message_id in saved:
+            job.saved_chars, job.last_save = len(text), now

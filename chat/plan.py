@@ -1,0 +1,27 @@
+"""What a reply needs to run, read from the database before it starts.
+
+Plain data: the commands in chat.turns build it inside their transaction, and
+the generation job (chat.live.jobs) runs from it without touching the ORM.
+"""
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from providers.base import ChatRequest, Endpoint
+
+
+@dataclass(frozen=True)
+class Plan:
+    message_id: int
+    user_id: int
+    conversation_id: uuid.UUID
+    endpoint: Endpoint
+    request: ChatRequest
+    price_in: Decimal | None = None  # per million tokens
+    price_out: Decimal | None = None
+    prompt_estimate: int = 0
+    cut_tokens: int = 16_384  # see chat.governance.bounds: the reply is cut past these
+    cut_bytes: int = 256 * 1024
+    cut_reason: str = "length"
+    title_for: tuple | None = None  # (first question, provisional title) of a new conversation
