@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
-.PHONY: run test lint check pytest bench bench-page chromium catalog clean
+.PHONY: run test lint check pytest bench bench-compare bench-page chromium catalog clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ test: lint check pytest
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)
+
+# This tree against an earlier commit, both configurations: make bench-compare BASE=HEAD~3
+BASE ?= HEAD~1
+bench-compare: $(VENV)/.dev
+	$(BIN)/python -m bench.compare --baseline $(BASE) $(BENCH_ARGS)
 
 bench-page: $(VENV)/.dev
 	$(BIN)/python -m bench.page_load

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import statistics
 import subprocess
@@ -171,7 +172,7 @@ async def app_client(base: str, conversation, cookie, start, stop, out: list, ac
                         reply.last_at = now
                     elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:
                         break
-                    elif 'class="notice"' in frame:
+                    elif re.search(r'class="notice[ "]', frame):
                         raise RuntimeError(f"the app refused: {frame}")
             out.append(reply)
 
@@ -191,7 +192,7 @@ def proc_rss(pid: int) -> int:
 class App:
     """The app under daphne on a throw-away database, with one user and many conversations."""
 
-    def __init__(self, upstream: str, clients: int, redis_url: str = ""):
+    def __init__(self, upstream: str, clients: int, redis_url: str = "", root: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         folder = Path(tempfile.mkdtemp(prefix="chat-bench-"))
@@ -206,11 +207,12 @@ class App:
             "DATABASE_URL": "",
             "REDIS_URL": redis_url,
             "MAX_CONCURRENT_GENERATIONS": "1000000",
+            "MAX_SOCKETS_PER_USER": "1000000",  # the bench is one user with many tabs
             "LOG_LEVEL": "error",
         }
         setup = subprocess.run(
             [sys.executable, "-m", "bench.setup_app", upstream, str(clients)],
-            cwd=ROOT,
+            cwd=root,
             env=self.env,
             capture_output=True,
             text=True,
@@ -222,7 +224,7 @@ class App:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
              "chatsite.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for_port(self.port)
 

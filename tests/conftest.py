@@ -62,6 +62,23 @@ def chat_model(db, fake):
 
 
 @pytest.fixture
+def started_jobs(monkeypatch):
+    """Every generation job started in this test's process, so a test can await one whole
+    (its title call included) instead of sleeping."""
+    from chat.live import jobs
+
+    started, original = [], jobs.start
+
+    def recording(plan):
+        job = original(plan)
+        started.append(job)
+        return job
+
+    monkeypatch.setattr(jobs, "start", recording)
+    return started
+
+
+@pytest.fixture
 def cookie_for():
     """The Cookie header a real client of a running server sends for `user`."""
     from tests.chat_support import session_cookie

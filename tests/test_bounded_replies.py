@@ -307,8 +307,8 @@ async def test_a_reply_at_the_size_cap_can_be_opened_refreshed_and_resynced(
                     break
             assert all(len(p.encode()) <= settings.WS_FRAME_BYTES for p in parts)
             assert sum(p.count("&lt;") for p in parts) == capped.content.count("<")  # all of it
-            await page.send(command="sync", after=capped.pk, streaming=[])  # still open
-            await asyncio.sleep(0.3)
+            await page.send(command="no such command")  # the socket is still open
+            await page.until(lambda f: "Unknown command" in f)
         response = await sync_to_async(page_of)(owner, conversation)
         assert response.status_code == 200 and f'id="msg-{capped.pk}"' in response.text
         assert "1011" not in server.log_text() and "Traceback" not in server.log_text()

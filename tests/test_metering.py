@@ -74,7 +74,9 @@ async def test_a_new_conversation_title_call_is_in_the_ledger_and_counts(owner, 
     await tab.close()
 
 
-async def test_titles_can_be_turned_off_or_sent_to_a_chosen_model(owner, chat_model, fake):
+async def test_titles_can_be_turned_off_or_sent_to_a_chosen_model(
+    owner, chat_model, fake, started_jobs
+):
     @sync_to_async
     def choose(mode, model=None):
         SiteSettings.objects.update_or_create(pk=1, defaults={"titles": mode, "title_model": model})
@@ -84,7 +86,7 @@ async def test_titles_can_be_turned_off_or_sent_to_a_chosen_model(owner, chat_mo
     await tab.open()
     await tab.send(command="send", content="no title call, please")
     await tab.until_final()
-    await asyncio.sleep(0.5)
+    await asyncio.wait_for(started_jobs[-1].task, 10)  # the job, and what it does after
     assert not [r for r in fake.requests if r.body and not r.body["stream"]]
     assert not await sync_to_async(UsageRecord.objects.filter(purpose="title").exists)()
     await tab.close()
@@ -106,13 +108,15 @@ async def test_titles_can_be_turned_off_or_sent_to_a_chosen_model(owner, chat_mo
     await tab.close()
 
 
-async def test_no_title_call_when_the_quota_has_no_room_for_it(owner, chat_model, fake):
+async def test_no_title_call_when_the_quota_has_no_room_for_it(
+    owner, chat_model, fake, started_jobs
+):
     await sync_to_async(Quota.objects.create)(user=owner, tokens_per_day=40)
     fake.configure(tokens=["ok"])
     tab = Socket(owner, await new_conversation(owner, chat_model))
     await tab.open()
     await tab.send(command="send", content="hello")
     await tab.until_final()
-    await asyncio.sleep(0.5)
+    await asyncio.wait_for(started_jobs[-1].task, 10)
     assert not await sync_to_async(UsageRecord.objects.filter(purpose="title").exists)()
     await tab.close()

@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 
 from chat.models import Message
 from tests.chat_support import new_conversation, wait_for_status
-from tests.frames import FINAL, NEW_REPLY, SNAPSHOT
+from tests.frames import DELTA, FINAL, NEW_REPLY, SNAPSHOT
 from tests.live_server import Daphne
 from tests.ws_client import ChatClient
 
@@ -53,7 +53,7 @@ async def test_a_reply_started_on_a_streams_to_b_stops_from_b_and_reattaches_on_
         async with ChatClient(b.url, conversation.pk, cookie) as refreshed:
             await refreshed.until(lambda f: SNAPSHOT.search(f))
             assert refreshed.text_of(reply_id).startswith("t0 t1 ")
-            await asyncio.sleep(0.5)
+            await refreshed.until(lambda f: DELTA.search(f))  # and then the deltas after it
 
             await on_b.send(command="stop", message_id=reply_id)  # stop from B ...
             stopped = await wait_for_status(reply_id, timeout=10)  # ... stops the job on A
