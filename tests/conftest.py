@@ -15,6 +15,18 @@ def _test_settings(settings):
     ]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """A new channel layer object for each test. Each async test runs on its own event
+    loop, and a test that fails with sockets still open would leave the Redis layer's
+    receive state bound to a loop that is gone, failing every test after it."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture
 def make_user(db):
     def make(username="alice", password=PASSWORD, **extra):
