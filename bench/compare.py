@@ -53,7 +53,8 @@ def row(label: str, result, direct) -> str:
         f"  {label:22} added TTFT p50 {p50:+7.1f} ms, p99 {p99:+7.1f} ms (conservative "
         f"{added_ttft(result, direct):6.1f}); delivered {delivered:6.1%}; "
         f"CPU {result.cpu / tokens * 1000:.3f} ms/token; RSS {result.rss_peak_mb:.0f} MB; "
-        f"replies {len(result.replies)}"
+        f"replies {len(result.replies)}; errors {result.errors}"
+        + (f" {result.error_kinds}" if result.errors else "")
     )
 
 
@@ -67,7 +68,7 @@ async def main_async(args):
             f"{args.first_delay * 1000:.0f} ms, {args.duration:g} s a run; baseline "
             f"{args.baseline} ({args.commit}) against this tree."
         )
-        configs = [("embedded (SQLite, in-memory layer)", "")]
+        configs = [] if args.only_redis else [("embedded (SQLite, in-memory layer)", "")]
         if redis_available(args.redis_url):
             configs.append((f"Redis ({args.redis_url}), SQLite", args.redis_url))
         for title, redis_url in configs:
@@ -95,6 +96,7 @@ def main():
     parser.add_argument("--ramp", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=12.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only-redis", action="store_true", help="skip the embedded setup")
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     )

@@ -78,6 +78,8 @@ class Result:
     rss_peak_mb: float = float("nan")
     rss_per_stream_kb: float = float("nan")
     peak_streams: int = 0
+    errors: int = 0
+    error_kinds: dict = field(default_factory=dict)
 
     def ttft(self, p):
         return pct([r.ttft for r in self.replies], p) * 1000
@@ -144,8 +146,38 @@ async def direct_client(url: str, start: float, stop: float, out: list, active: 
             out.append(reply)
 
 
-async def app_client(base: str, conversation, cookie, start, stop, out: list, active: Active):
+class Errors:
+    """Replies that did not complete: a closed socket, a refusal, a time-out."""
+
+    def __init__(self):
+        self.count = 0
+        self.kinds: dict[str, int] = {}
+
+    def add(self, kind: str):
+        self.count += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+
+async def app_client(
+    base: str, conversation, cookie, start, stop, out: list, active: Active, errors=None
+):
+    """One tab: send, read the reply to its end, send again until `stop`. A socket that
+    closes or a reply that never ends counts as an error, and the tab reconnects."""
+    errors = errors if errors is not None else Errors()
     await asyncio.sleep(max(0, start - time.monotonic()))
+    while time.monotonic() < stop:
+        try:
+            await _app_session(base, conversation, cookie, stop, out, active)
+        except websockets.ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else "none"
+            errors.add(f"socket closed ({code})")
+        except (TimeoutError, OSError) as failure:
+            errors.add(type(failure).__name__)
+        except RuntimeError:
+            errors.add("refused")
+
+
+async def _app_session(base, conversation, cookie, stop, out, active):
     url = base.replace("http://", "ws://") + f"/ws/chat/{conversation}/"
     async with websockets.connect(
         url, origin=base, additional_headers={"Cookie": cookie}, max_size=None, open_timeout=60
@@ -300,10 +332,11 @@ async def run_app(app: App, clients: int, ramp: float, duration: float) -> Resul
             await asyncio.sleep(0.1)
 
     sampler = asyncio.create_task(sample())
+    errors = Errors()
     await asyncio.gather(
         *[
             app_client(app.url, app.conversations[i], app.cookie, begin + i * ramp / clients,
-                       begin + duration, out, active)
+                       begin + duration, out, active, errors)
             for i in range(clients)
         ]
     )  # fmt: skip
@@ -311,6 +344,7 @@ async def run_app(app: App, clients: int, ramp: float, duration: float) -> Resul
     await sampler
     seconds = time.monotonic() - begin
     result = Result(out, seconds, cpu=proc_cpu(pid) - cpu_base, peak_streams=active.peak)
+    result.errors, result.error_kinds = errors.count, errors.kinds
     result.rss_peak_mb = peak / 2**20
     result.rss_per_stream_kb = (peak - rss_base) / 1024 / max(active.peak, 1)
     return result
@@ -320,6 +354,7 @@ def table(title: str, direct: Result, app: Result):
     d, a = direct, app
     rows = [
         ("replies measured", f"{len(direct.replies)}", f"{len(app.replies)}", ""),
+        ("errors (closed sockets, refusals)", "", f"{app.errors} {app.error_kinds or ''}", ""),
         ("time to first token p50", f"{direct.ttft(50):.1f} ms", f"{app.ttft(50):.1f} ms",
          f"+{app.ttft(50) - direct.ttft(50):.1f} ms"),
         ("time to first token p99", f"{direct.ttft(99):.1f} ms", f"{app.ttft(99):.1f} ms",
