@@ -92,7 +92,10 @@ async def test_an_endless_upstream_is_cut_at_the_cap_and_memory_stays_flat(
             assert len(cut.content.encode()) <= settings.MAX_REPLY_BYTES
             assert len(cut.content.encode()) > settings.MAX_REPLY_BYTES - 256  # kept, all of it
             assert fake.wait_for_hangup() is not None  # the upstream was told to stop
-            assert peak - before < 100 * 2**20, f"RSS grew {(peak - before) / 2**20:.0f} MB"
+            kept = len(cut.content.encode())
+            growth = f"RSS grew {(peak - before) / 2**20:.1f} MB, {kept:,} bytes kept"
+            print(growth)  # shown with pytest -s
+            assert peak - before < 100 * 2**20, growth
 
             fake.configure(tokens=["next "] * 60, token_interval=0.03)
             await tab.send(command="send", content="and now a normal one")
