@@ -69,7 +69,7 @@ async def main_async(args):
             f"{args.baseline} ({args.commit}) against this tree."
         )
         configs = [] if args.only_redis else [("embedded (SQLite, in-memory layer)", "")]
-        if redis_available(args.redis_url):
+        if not args.only_embedded and redis_available(args.redis_url):
             configs.append((f"Redis ({args.redis_url}), SQLite", args.redis_url))
         for title, redis_url in configs:
             direct = await run_direct(upstream, args.clients, args.ramp, args.duration)
@@ -97,6 +97,7 @@ def main():
     parser.add_argument("--duration", type=float, default=12.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only-redis", action="store_true", help="skip the embedded setup")
+    parser.add_argument("--only-embedded", action="store_true", help="skip Redis")
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     )
