@@ -16,6 +16,7 @@ class Plan:
     message_id: int
     user_id: int
     conversation_id: uuid.UUID
+    provider_name: str
     endpoint: Endpoint
     request: ChatRequest
     price_in: Decimal | None = None  # per million tokens

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from chat import context
 from chat.governance import bounds, quotas
+from chat.live import metrics
 from chat.models import Conversation, Message, Preference, UsageRecord
 from chat.plan import Plan
 from providers import client
@@ -105,6 +106,7 @@ def _lock_user_generations(user) -> tuple[Preference, quotas.Allowance]:
     try:
         return preference, quotas.check(user, running)
     except quotas.QuotaExceeded as exceeded:
+        metrics.QUOTA_REFUSALS.inc()
         raise Refused(str(exceeded)) from None
 
 
@@ -143,6 +145,7 @@ def _bounds(conversation, model, prompt, allowance) -> bounds.Bounds:
             allowance=allowance,
         )
     except bounds.NoRoom as no_room:
+        metrics.QUOTA_REFUSALS.inc()
         raise Refused(quotas.no_room_message(str(no_room))) from None
 
 
@@ -160,6 +163,7 @@ def _plan(conversation, model, assistant: Message, prompt, limits, title_for=Non
         message_id=assistant.pk,
         user_id=conversation.owner_id,
         conversation_id=conversation.pk,
+        provider_name=model.provider.name,
         endpoint=client.endpoint_for(model.provider, model),
         request=request,
         price_in=model.price_input_per_mtok,

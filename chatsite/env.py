@@ -22,6 +22,10 @@ def _raw(name: str) -> str | None:
     return None if value is None else value.strip()
 
 
+def secret_or_empty(name: str) -> str:
+    return _raw(name) or ""
+
+
 def is_set(name: str) -> bool:
     return bool(_raw(name))
 

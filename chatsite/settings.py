@@ -114,6 +114,8 @@ MAX_SOCKETS_PER_USER = env.env_int("MAX_SOCKETS_PER_USER", 20, minimum=1)
 # sockets, so logout, password change, deactivation or a deleted session ends
 # them within about this long, whichever process or shell made the change.
 SOCKET_RECHECK_SECONDS = 0.5
+# Prometheus metrics at /metrics, for requests that bring this bearer token; unset: off.
+METRICS_TOKEN = env.secret_or_empty("METRICS_TOKEN")
 # Import: largest file and most messages one imported conversation may have.
 IMPORT_MAX_BYTES = env.env_int("IMPORT_MAX_BYTES", 5_000_000, minimum=1000)
 IMPORT_MAX_MESSAGES = env.env_int("IMPORT_MAX_MESSAGES", 2000, minimum=1)
@@ -147,6 +149,7 @@ SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.env_bool("TRUST_X_FORWARDED_PROTO", True) else None
 )
 SECURE_SSL_REDIRECT = env.env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes talk plain HTTP
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env.env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)

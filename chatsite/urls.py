@@ -4,8 +4,12 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from chat.governance import usage
+from chatsite import health
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("admin/usage/", usage.dashboard, name="usage_dashboard"),
     path("admin/", admin.site.urls),

@@ -8,6 +8,7 @@ failed with its text. Then every tab is sent the finished message.
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from contextlib import suppress
@@ -17,10 +18,11 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from chat.db import db_async
-from chat.live import events
+from chat.live import events, metrics
 from chat.models import Message, UsageRecord
 
 log = logging.getLogger(__name__)
+replies_log = logging.getLogger("chat.replies")
 Status = Message.Status
 FINAL_SAVE_ATTEMPTS = 8
 FAILED_NOTE = "The reply failed on the server; the text so far is kept. Try Regenerate."
@@ -167,9 +169,30 @@ async def _save(job, fields: dict, ledger: dict) -> bool:
     return False
 
 
+def _report(job, fields: dict):
+    """Metrics, and one log line per reply: ids, numbers, never the text."""
+    metrics.REPLIES.labels(fields["status"]).inc()
+    metrics.TOKENS.inc(fields.get("completion_tokens") or 0)
+    if fields.get("ttft_ms") is not None:
+        metrics.TTFT.observe(fields["ttft_ms"] / 1000)
+    if job.error is not None:
+        metrics.UPSTREAM_ERRORS.labels(job.error.kind, job.plan.provider_name).inc()
+    line = {
+        "reply": job.message_id, "user": job.plan.user_id,
+        "conversation": str(job.plan.conversation_id), "model": job.plan.request.model,
+        "provider": job.plan.provider_name, "status": fields["status"],
+        "prompt_tokens": fields.get("prompt_tokens"),
+        "completion_tokens": fields.get("completion_tokens"),
+        "ttft_ms": fields.get("ttft_ms"),
+        "duration_ms": round((time.monotonic() - job.started) * 1000),
+    }  # fmt: skip
+    replies_log.info(json.dumps(line))
+
+
 async def finish(job):
     """Save the reply's ending, then show it on every tab."""
     fields, ledger = _values(job)
+    _report(job, fields)
     if not await _save(job, fields, ledger):
         return
     try:

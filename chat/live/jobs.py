@@ -23,7 +23,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat.governance import bounds
-from chat.live import ending, events, titles
+from chat.live import ending, events, metrics, titles
 from chat.models import Message
 from chat.plan import Plan
 from providers import client
@@ -58,6 +58,7 @@ class Job:
         self.chars = 0
         self.bytes = 0
         self.cut_note = ""  # why the reply was cut short, when it was
+        self.last_flush = 0.0
         self.failed = False
 
     @property
@@ -159,6 +160,12 @@ class Job:
         self.pending.clear()
         self.flushed.append(text)
         self.seq += 1
+        now = time.monotonic()
+        if self.seq == 1:
+            metrics.RELAY_ADDED.observe(now - self.first_token_at)
+        else:
+            metrics.FRAME_GAP.observe(now - self.last_flush)
+        self.last_flush = now
         await events.publish_delta(self.plan.conversation_id, self.message_id, self.seq, text)
 
     async def listen(self, channel: str, pump: asyncio.Task):

@@ -62,6 +62,11 @@ def _here() -> dict[str, Presence]:
     return _sockets.setdefault(asyncio.get_running_loop(), {})
 
 
+def count_all() -> int:
+    """Open sockets on every loop of this process (one under daphne)."""
+    return sum(len(sockets) for sockets in list(_sockets.values()))
+
+
 def count_for(user_id: int) -> int:
     return sum(1 for p in _here().values() if p.user_id == user_id)
 

@@ -3,6 +3,7 @@
 - the partial-text saver (chat.live.saver), about once a second;
 - the orphan sweep (chat.live.recovery), at start and every few seconds;
 - the socket watcher (chat.live.presence), twice a second;
+- the event-loop lag probe (chat.live.metrics);
 - at shutdown, every running reply saved as interrupted with all its text.
 
 `ensure_started()` runs on the server's event loop the first time the ASGI
@@ -15,16 +16,31 @@ import contextvars
 import logging
 import weakref
 
-from chat.live import jobs, presence, recovery, saver
+from chat.live import jobs, metrics, presence, recovery, saver
 
 log = logging.getLogger(__name__)
 
 _tasks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+LAG_PROBE_SECONDS = 0.5
+
+
+async def measure_loop_lag(running: dict):
+    """How late this loop wakes a timer: the wait every delta and command also sees."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(LAG_PROBE_SECONDS)
+        metrics.LOOP_LAG.observe(max(0.0, loop.time() - asked - LAG_PROBE_SECONDS))
+
+
 WORKERS = {
     "saver": saver.save_forever,
     "sweeper": recovery.sweep_forever,
     "watcher": presence.watch_forever,
+    "lag": measure_loop_lag,
 }
+metrics.ACTIVE_STREAMS.set_function(lambda: len(jobs.JOBS))
+metrics.OPEN_SOCKETS.set_function(presence.count_all)
 
 
 def ensure_started():
