@@ -26,6 +26,7 @@ def test_a_refused_send_keeps_the_text_and_its_error_stays_until_dismissed(page,
     send(page, "a second one goes through")
     expect(page.locator("article.msg.user")).to_have_count(2)
     expect(page.locator("#composer-input")).to_have_value("")  # shown in the thread: cleared
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
     quota_for("bob", requests_per_minute=0)
     send(page, "please keep this text")
     error = page.locator("#notices .notice.error")
