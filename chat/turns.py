@@ -335,9 +335,3 @@ def sync_state(conversation_id, after: int, streaming: list[int]):
     newer = list(mine.filter(pk__gt=after).order_by("id")[:200])
     still = mine.filter(pk__in=[*streaming, *(m.pk for m in newer)], status=Status.STREAMING)
     return finished, newer, list(still.values_list("pk", flat=True))
-
-
-def is_streaming(conversation_id, message_id) -> bool:
-    return Message.objects.filter(
-        pk=message_id, conversation_id=conversation_id, status=Status.STREAMING
-    ).exists()
