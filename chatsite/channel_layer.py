@@ -1,15 +1,25 @@
-"""The in-process channel layer, without two costs that grow with the number of sockets.
+"""The channel layers: in-process by default, Redis pub/sub when scaling out.
 
 Channels' InMemoryChannelLayer sweeps every channel and group for expired
-entries on every receive, and deep-copies every message it sends. With a
-hundred streaming sockets that is most of the relay's CPU time. Here the sweep
-runs at most once a second and messages are copied shallowly: ours are flat
-dicts of strings and numbers that nobody mutates after sending.
+entries on every receive, deep-copies every message it sends, makes a task per
+group member on every group send and a queue it throws away on every receive.
+With a hundred streaming sockets that was most of the relay's CPU time. Here
+the sweep runs at most once a second, messages are copied shallowly (ours are
+flat dicts of strings and numbers that nobody mutates after sending), and
+group sends go straight into the members' queues.
+
+On Redis, the pub/sub layer (channels_redis.pubsub): one PUBLISH per event, and
+each process subscribes once per group it has members in, fanning out locally.
+The core Redis layer stores each message in a sorted set per process and pops
+them one round trip at a time; under a hundred streams its reads timed out and
+sockets closed with 1011. Pub/sub delivers at most once, which the deltas'
+sequence numbers and snapshots already make safe (chat.live.follower).
 """
 
 import asyncio
 import time
 
+import channels_redis.pubsub
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 
@@ -19,19 +29,51 @@ SWEEP_SECONDS = 1.0
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
     _swept_at = 0.0
 
-    def _clean_expired(self):
-        now = time.monotonic()
-        if now - self._swept_at >= SWEEP_SECONDS:
-            self._swept_at = now
-            super()._clean_expired()
-
     async def send(self, channel, message):
         assert isinstance(message, dict), "message is not a dict"
-        self.require_valid_channel_name(channel)
+        self._put(channel, message)
+
+    def _put(self, channel: str, message: dict):
         queue = self.channels.get(channel)
         if queue is None:
+            self.require_valid_channel_name(channel)
             queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
         try:
             queue.put_nowait((time.time() + self.expiry, dict(message)))
         except asyncio.QueueFull:
             raise ChannelFull(channel) from None
+
+    async def receive(self, channel):
+        """Channels' receive, without building a new queue for every message."""
+        self._clean_expired()
+        queue = self.channels.get(channel)
+        if queue is None:
+            self.require_valid_channel_name(channel)
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        _, message = await queue.get()
+        return message
+
+    def _clean_expired(self):
+        now = time.monotonic()
+        if now - self._swept_at >= SWEEP_SECONDS:
+            self._swept_at = now
+            super()._clean_expired()
+            # A closed socket's channel leaves nothing behind. (Channels drops a queue
+            # whenever a receive empties it, and so builds a new one per message.)
+            for channel, queue in list(self.channels.items()):
+                if queue.empty() and not queue._getters:  # nobody is waiting on it
+                    del self.channels[channel]
+
+    async def group_send(self, group, message):
+        """Straight into each member's queue: no task per member, as Channels makes."""
+        assert isinstance(message, dict), "message is not a dict"
+        self._clean_expired()
+        for channel in list(self.groups.get(group, ())):
+            try:
+                self._put(channel, message)
+            except ChannelFull:
+                pass  # as Channels does: a full socket misses it, and resyncs on the gap
+
+
+class RedisPubSubChannelLayer(channels_redis.pubsub.RedisPubSubChannelLayer):
+    pass
