@@ -207,7 +207,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if step.action == RESYNC:
             await self._ask_snapshot(message_id)  # a gap: joined mid-reply or lost a frame
         elif step.action == FORWARD:
-            await self.send_frames(events.text_frames(message_id, step.texts[0], replace=False))
+            await self.send_frames(event["frames"])  # rendered once for every socket
 
     async def gen_snapshot(self, event):
         message_id = event["message_id"]

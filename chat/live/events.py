@@ -147,8 +147,12 @@ async def publish_thread(conversation_id, frames: list[str]):
 
 
 async def publish_delta(conversation_id, message_id: int, seq: int, text: str):
-    """The next piece of a streaming reply; `seq` lets a socket see a gap or a repeat."""
-    event = {"type": "gen.delta", "message_id": message_id, "seq": seq, "text": text}
+    """The next piece of a streaming reply; `seq` lets a socket see a gap or a repeat.
+
+    It carries its page HTML, rendered once here rather than once per socket."""
+    frames = text_frames(message_id, text, replace=False)
+    event = {"type": "gen.delta", "message_id": message_id, "seq": seq, "text": text,
+             "frames": frames}  # fmt: skip
     await _group_send(conversation_group(conversation_id), event)
 
 

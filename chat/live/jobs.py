@@ -2,7 +2,7 @@
 
 A job reads the provider's stream, keeps the growing text (within the reply's
 caps), and publishes numbered, coalesced deltas through chat.live.events: the
-first token at once, then one batch every STREAM_BATCH_SECONDS. Sockets only
+first token at once, then one batch per interval (see Pace). Sockets only
 subscribe, so closing a tab does not stop a reply. The partial-text saver
 (chat.live.saver) saves it about once a second; chat.live.ending saves and
 announces how it ended.
@@ -34,6 +34,40 @@ Status = Message.Status
 
 JOBS: dict[int, "Job"] = {}  # this process's running jobs, by message id
 CHARS_PER_TOKEN = 5  # for counting tokens of a backend that sends long pieces of text
+
+
+class Pace:
+    """How long a reply gathers text before publishing it: adaptive coalescing.
+
+    STREAM_BATCH_SECONDS while the event loop keeps time. When it runs late (too
+    many streams for one process), every reply waits longer and sends fewer,
+    larger frames, so the per-frame work shrinks until the loop catches up; a
+    user sees bigger pieces of text rather than a stalled page. The lateness is
+    a moving average over every reply's batch timer.
+    """
+
+    MAX_SECONDS = 0.25  # even under load, text shows at least four times a second
+    GAIN = 2.0  # seconds of extra wait per second of lateness
+
+    def __init__(self):
+        self.lateness = 0.0
+
+    def interval(self) -> float:
+        wanted = settings.STREAM_BATCH_SECONDS + self.GAIN * self.lateness
+        return min(self.MAX_SECONDS, wanted)
+
+    def observe(self, late: float):
+        self.lateness += 0.05 * (max(0.0, late) - self.lateness)
+        metrics.BATCH_SECONDS.set(self.interval())
+
+    async def wait(self):
+        loop = asyncio.get_running_loop()
+        asked, interval = loop.time(), self.interval()
+        await asyncio.sleep(interval)
+        self.observe(loop.time() - asked - interval)
+
+
+PACE = Pace()
 
 
 class Job:
@@ -146,7 +180,7 @@ class Job:
                 self.wakeup.clear()
                 await self.flush()
                 if not self.done:
-                    await asyncio.sleep(settings.STREAM_BATCH_SECONDS)
+                    await PACE.wait()
             await self.flush()
         except Exception:
             log.exception("reply %s: publishing failed", self.message_id)

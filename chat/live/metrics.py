@@ -31,3 +31,6 @@ LOOP_LAG = Histogram(
 )
 ACTIVE_STREAMS = Gauge("chat_active_streams", "Replies being written in this process.")
 OPEN_SOCKETS = Gauge("chat_open_sockets", "Chat websockets open on this process.")
+BATCH_SECONDS = Gauge(
+    "chat_stream_batch_seconds", "How long replies gather text per frame now (adaptive)."
+)
