@@ -100,8 +100,7 @@ def _pick_model(user, conversation: Conversation, model_id) -> Model:
 
 def _lock_user_generations(user) -> tuple[Preference, quotas.Allowance]:
     """Serialise a user's starts, then enforce their quotas (concurrency included)."""
-    preference, _ = Preference.objects.get_or_create(user=user)
-    Preference.objects.select_for_update().filter(pk=preference.pk).first()
+    preference, _ = Preference.objects.select_for_update().get_or_create(user=user)
     running = Message.objects.filter(conversation__owner=user, status=Status.STREAMING).count()
     try:
         return preference, quotas.check(user, running)

@@ -50,6 +50,7 @@ class Behaviour:
     fail_first: int = 0  # answer the first N requests with `status`, then succeed
     endless: bool = False  # repeat `tokens` for ever, as fast as the client reads
     ignore_max_tokens: bool = False  # a backend that does not honour the output limit
+    whole_delay: float = 0.0  # before answering a request that is not streamed
 
 
 @dataclass
@@ -224,6 +225,7 @@ class FakeBackend:
             return await self._listing(writer, path)
         body = seen.body or {}
         if not body.get("stream"):
+            await asyncio.sleep(b.whole_delay)
             return await self._respond(writer, 200, self._whole(fmt, body))
         await self._stream(writer, fmt, body)
         return False  # a streamed body may have been cut short; never reuse

@@ -120,3 +120,23 @@ async def test_no_title_call_when_the_quota_has_no_room_for_it(
     await asyncio.wait_for(started_jobs[-1].task, 10)
     assert not await sync_to_async(UsageRecord.objects.filter(purpose="title").exists)()
     await tab.close()
+
+
+async def test_title_calls_wait_their_turn_under_load(owner, chat_model, fake, settings):
+    settings.MAX_TITLE_CALLS = 1
+    settings.MAX_CONCURRENT_GENERATIONS = 10  # three replies at once are allowed
+    fake.configure(tokens=["Short", " title"], whole_delay=0.3)
+    tabs = [Socket(owner, await new_conversation(owner, chat_model)) for _ in range(3)]
+    for tab in tabs:
+        await tab.open()
+    for tab in tabs:
+        await tab.send(command="send", content="three conversations start at once")
+    asked = await poll(
+        lambda: len([r for r in fake.requests if r.body and not r.body["stream"]]) == 3 and fake
+    )
+    starts = sorted(r.started for r in asked.requests if r.body and not r.body["stream"])
+    # One title call at a time: each starts only once the one before has answered.
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    assert len(gaps) == 2 and min(gaps) >= 0.28
+    for tab in tabs:
+        await tab.close()

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from chat.models import Quota, UsageRecord
@@ -32,8 +32,9 @@ class Limits:
 
 
 def limits_for(user) -> Limits:
-    own = Quota.objects.filter(user=user).first()
-    groups = list(Quota.objects.filter(group__user=user))
+    quotas = list(Quota.objects.filter(Q(user=user) | Q(group__user=user)))
+    own = next((quota for quota in quotas if quota.user_id == user.pk), None)
+    groups = [quota for quota in quotas if quota.user_id != user.pk]
     limits = Limits()
     if own is None and user.is_staff:
         limits.max_concurrent = settings.MAX_CONCURRENT_GENERATIONS
@@ -78,19 +79,24 @@ class Usage:
     cost_this_month: Decimal
 
 
-def usage_of(user, now: datetime) -> Usage:
+def usage_of(user, now: datetime, limits: Limits | None = None) -> Usage:
+    """What the user used; with `limits`, only the parts a limit applies to (the rest are
+    zero), so that sending with no quota set costs no ledger queries."""
     records = UsageRecord.objects.filter(user=user)
-    minute = records.filter(created__gt=now - timedelta(minutes=1))
-    tokens = records.filter(created__gte=day_start(now)).aggregate(
-        total=Sum(F("prompt_tokens") + F("completion_tokens"))
-    )["total"]
-    cost = records.filter(created__gte=month_start(now)).aggregate(total=Sum("cost"))["total"]
-    return Usage(
-        requests_last_minute=minute.count(),
-        oldest_in_minute=minute.order_by("created").values_list("created", flat=True).first(),
-        tokens_today=tokens or 0,
-        cost_this_month=cost or Decimal(0),
-    )
+    used = Usage(0, None, 0, Decimal(0))
+    if limits is None or limits.requests_per_minute is not None:
+        minute = records.filter(created__gt=now - timedelta(minutes=1))
+        used.requests_last_minute = minute.count()
+        used.oldest_in_minute = minute.order_by("created").values_list("created", flat=True).first()
+    if limits is None or limits.tokens_per_day is not None:
+        tokens = records.filter(created__gte=day_start(now)).aggregate(
+            total=Sum(F("prompt_tokens") + F("completion_tokens"))
+        )["total"]
+        used.tokens_today = tokens or 0
+    if limits is None or limits.cost_per_month is not None:
+        cost = records.filter(created__gte=month_start(now)).aggregate(total=Sum("cost"))["total"]
+        used.cost_this_month = cost or Decimal(0)
+    return used
 
 
 @dataclass
@@ -110,7 +116,7 @@ def check(user, running: int) -> Allowance:
             f"You already have {running} replies being written; wait for one to finish or stop it."
         )
     now = timezone.now()
-    used = usage_of(user, now)
+    used = usage_of(user, now, limits)
     rpm = limits.requests_per_minute
     if rpm is not None and used.requests_last_minute >= rpm:
         wait = (used.oldest_in_minute or now) + timedelta(minutes=1) - now

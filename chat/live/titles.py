@@ -1,6 +1,8 @@
 """Name a new conversation by asking a model for a short title.
 
-Runs in the background after the first reply completes. Admins choose in Site
+Runs in the background after the first reply completes, never on the token
+path, and at most settings.MAX_TITLE_CALLS at a time per process: under load,
+titles wait their turn instead of adding upstream calls. Admins choose in Site
 settings whether titles come from the conversation's own model, from a chosen
 (cheap) model, or not at all. A title call is metered like a reply: it checks
 the user's quota first, writes a ledger row marked as a title, and fails free
@@ -9,10 +11,13 @@ first words of the first message (set when it was sent) stay as the title. A
 title the user already changed is never overwritten.
 """
 
+import asyncio
 import logging
+import weakref
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.utils import timezone
 
 from chat.db import db_async
@@ -140,7 +145,24 @@ def _save(conversation_id, provisional: str, title: str) -> list[str]:
     return events.title_frames(Conversation.objects.get(pk=conversation_id))
 
 
+_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slot() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    if loop not in _slots:
+        _slots[loop] = asyncio.Semaphore(settings.MAX_TITLE_CALLS)
+    return _slots[loop]
+
+
 async def generate(plan, question: str, provisional: str):
+    async with _slot():
+        await _generate(plan, question, provisional)
+
+
+async def _generate(plan, question: str, provisional: str):
     call = await _prepare(plan.message_id, question)
     if call is None:
         return
