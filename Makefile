@@ -7,6 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+WORKERS ?= 1
 PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
 .PHONY: run test lint check pytest bench bench-compare bench-page chromium catalog clean
@@ -28,7 +29,7 @@ run: $(VENV)/.runtime
 	@echo "  Chat is running: open http://$(HOST):$(PORT)/"
 	@echo "  (the first account you sign up becomes the admin)"
 	@echo ""
-	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+	$(BIN)/python -m chatsite.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # The known providers and models (disabled until they have a key).
 catalog: $(VENV)/.runtime

@@ -3,7 +3,7 @@
 The machine is noisy, so a figure means something only beside the same
 measurement of the code it replaces, taken minutes apart. This checks out REF
 (a git worktree in a temporary folder), then for the embedded setup and for
-Redis (when one answers) runs the same load through both trees' app, twice each
+PostgreSQL + Redis (when they answer) runs the same load through both trees' app, twice each
 in alternation, next to the upstream measured directly:
 
     make bench-compare                         # against HEAD~1, 50 clients
@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.relay import ROOT, App, added_ttft, redis_available, run_app, run_direct, start_upstream
+from bench.apps import ROOT, App, Setup, postgres_available, redis_available, start_upstream
+from bench.load import run_app, run_direct
 
 
 def worktree(ref: str) -> Path:
@@ -36,8 +37,8 @@ def remove_worktree(folder: Path):
     shutil.rmtree(folder.parent, ignore_errors=True)
 
 
-async def measure(root: Path, upstream: str, clients: int, args, redis_url: str):
-    app = App(upstream, clients, redis_url, root=root)
+async def measure(root: Path, upstream: str, clients: int, args, setup: Setup):
+    app = App(upstream, clients, setup, root=root)
     try:
         return await run_app(app, clients, args.ramp, args.duration)
     finally:
@@ -50,8 +51,8 @@ def row(label: str, result, direct) -> str:
     p99 = result.ttft(99) - direct.ttft(99)
     delivered = result.aggregate_rate / direct.aggregate_rate
     return (
-        f"  {label:22} added TTFT p50 {p50:+7.1f} ms, p99 {p99:+7.1f} ms (conservative "
-        f"{added_ttft(result, direct):6.1f}); delivered {delivered:6.1%}; "
+        f"  {label:22} added TTFT p50 {p50:+7.1f} ms, p99 {p99:+7.1f} ms; "
+        f"delivered {delivered:6.1%}; frames/reply {result.frames_per_reply():.0f}; "
         f"CPU {result.cpu / tokens * 1000:.3f} ms/token; RSS {result.rss_peak_mb:.0f} MB; "
         f"replies {len(result.replies)}; errors {result.errors}"
         + (f" {result.error_kinds}" if result.errors else "")
@@ -68,17 +69,18 @@ async def main_async(args):
             f"{args.first_delay * 1000:.0f} ms, {args.duration:g} s a run; baseline "
             f"{args.baseline} ({args.commit}) against this tree."
         )
-        configs = [] if args.only_redis else [("embedded (SQLite, in-memory layer)", "")]
+        configs = [] if args.only_redis else [Setup("embedded (SQLite, in-memory layer)")]
         if not args.only_embedded and redis_available(args.redis_url):
-            configs.append((f"Redis ({args.redis_url}), SQLite", args.redis_url))
-        for title, redis_url in configs:
+            postgres = args.postgres_url if postgres_available(args.postgres_url) else ""
+            name = f"{'PostgreSQL' if postgres else 'SQLite'} + Redis"
+            configs.append(Setup(name, args.redis_url, postgres))
+        for setup in configs:
             direct = await run_direct(upstream, args.clients, args.ramp, args.duration)
-            print(
-                f"\n{title}; direct TTFT p50 {direct.ttft(50):.0f} ms, p99 {direct.ttft(99):.0f} ms"
-            )
+            p50, p99 = direct.ttft(50), direct.ttft(99)
+            print(f"\n{setup.name}; direct TTFT p50 {p50:.0f} ms, p99 {p99:.0f} ms")
             for round_ in range(1, args.rounds + 1):
                 for label, root in (("baseline", base), ("this tree", ROOT)):
-                    result = await measure(root, upstream, args.clients, args, redis_url)
+                    result = await measure(root, upstream, args.clients, args, setup)
                     print(row(f"{label}, run {round_}", result, direct), flush=True)
     finally:
         upstream_process.terminate()
@@ -101,10 +103,21 @@ def main():
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("BENCH_POSTGRES_URL")
+        or "postgres://postgres@127.0.0.1:5432/postgres",
+    )
     args = parser.parse_args()
     args.commit = subprocess.check_output(
         ["git", "rev-parse", "--short", args.baseline], cwd=ROOT, text=True
     ).strip()
+    try:
+        import uvloop  # the clients must not be the bottleneck
+
+        uvloop.install()
+    except ImportError:
+        pass
     asyncio.run(main_async(args))
 
 

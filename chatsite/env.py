@@ -108,10 +108,15 @@ def database(name: str, sqlite_path: Path) -> dict:
             f"(got a value with scheme {parsed.scheme or 'none'!r})"
         )
     try:
-        config = dj_database_url.parse(url, conn_max_age=0)
+        config = dict(dj_database_url.parse(url, conn_max_age=0))
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} could not be parsed: {exc}") from None
-    return dict(config)
+    # A pool per process: a request or a reply's save borrows a connection instead
+    # of opening one (a PostgreSQL connection costs a process on the server).
+    size = env_int("DB_POOL_SIZE", 10, minimum=2)
+    pool = {"min_size": 2, "max_size": size, "timeout": 5}
+    config["OPTIONS"] = {**config.get("OPTIONS", {}), "pool": pool}
+    return config
 
 
 def channel_layer(name: str) -> dict:
@@ -125,10 +130,7 @@ def channel_layer(name: str) -> dict:
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
         raise ImproperlyConfigured(f"{name} must look like redis://host:6379/0, not {url!r}")
-    return {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [url], "capacity": 1000, "expiry": 30},
-    }
+    return {"BACKEND": "chatsite.channel_layer.RedisPubSubChannelLayer", "CONFIG": {"hosts": [url]}}
 
 
 def cache(name: str) -> dict:

@@ -24,7 +24,8 @@ READY_TIMEOUT = 2.0
 
 @never_cache
 @require_GET
-def healthz(request):
+async def healthz(request):
+    """Async, so that no worker thread (which may be waiting on the database) delays it."""
     return HttpResponse("ok", content_type="text/plain")
 
 

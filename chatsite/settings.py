@@ -125,12 +125,13 @@ TRUSTED_PROXY_COUNT = env.env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # Streaming: the first token goes at once, later ones in batches this far apart;
 # the growing text is saved at most this often.
 STREAM_BATCH_SECONDS = 0.04
+MAX_TITLE_CALLS = env.env_int("MAX_TITLE_CALLS", 4, minimum=1)  # per process, at once
 STREAM_SAVE_SECONDS = 1.0
 # A streaming reply whose row has not been touched for this long lost its process
 # (multi-process setups; jobs touch their row three times per period).
 STREAM_STALE_SECONDS = env.env_int("STREAM_STALE_SECONDS", 30, minimum=3)
 # Sockets re-join their groups this often, healing after a Redis restart.
-SOCKET_REJOIN_SECONDS = 10
+SOCKET_REJOIN_SECONDS = env.env_int("SOCKET_REJOIN_SECONDS", 10, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

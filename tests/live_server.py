@@ -48,8 +48,7 @@ class Daphne:
         # A file, not a pipe: nobody reads the pipe, and a full one would block daphne.
         self.log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", *self.args, "-b", "127.0.0.1", "-p", str(self.port),
-             "chatsite.asgi:application"],
+            [sys.executable, "-m", "chatsite.serve", "--port", str(self.port), *self.args],
             cwd=ROOT,
             env=env,
             stdout=self.log,

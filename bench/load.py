@@ -1,0 +1,253 @@
+"""The load the benchmark puts on a backend or on the app, and what it records.
+
+Clients arrive evenly over the ramp and send their next message as soon as a
+reply completes, until the duration is over. The direct client is a bare
+HTTP/1.1 request so that it adds as little as possible; the app clients are
+real websocket tabs speaking the page's protocol.
+"""
+
+import asyncio
+import json
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import websockets
+
+from bench.apps import App, proc_cpu, proc_rss
+from tests.frames import NEW_REPLY
+
+TOKEN = b'tok "'  # one per text event of the fake backend (`{"content": "tok "}`)
+
+
+@dataclass
+class Reply:
+    ttft: float = 0.0  # seconds from send to the first text
+    tokens: int = 0
+    frames: int = 0  # frames that carried text
+    bytes: int = 0  # everything received for this reply
+    first_at: float = 0.0
+    last_at: float = 0.0
+    gaps: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        span = self.last_at - self.first_at
+        return (self.tokens - 1) / span if span > 0 and self.tokens > 1 else 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        span = self.last_at - self.first_at
+        return (self.frames - 1) / span if span > 0 and self.frames > 1 else 0.0
+
+
+def pct(values, p):
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+@dataclass
+class Result:
+    replies: list[Reply]
+    seconds: float
+    cpu: float = float("nan")
+    rss_peak_mb: float = float("nan")
+    rss_per_stream_kb: float = float("nan")
+    peak_streams: int = 0
+    errors: int = 0
+    error_kinds: dict = field(default_factory=dict)
+
+    def ttft(self, p):
+        return pct([r.ttft for r in self.replies], p) * 1000
+
+    @property
+    def per_stream_rate(self):
+        return statistics.median([r.rate for r in self.replies if r.rate]) if self.replies else 0
+
+    @property
+    def aggregate_rate(self):
+        return sum(r.tokens for r in self.replies) / self.seconds
+
+    def gap_p99(self):
+        return pct([g for r in self.replies for g in r.gaps], 99) * 1000
+
+    def frames_per_reply(self):
+        return statistics.mean(r.frames for r in self.replies) if self.replies else 0
+
+    def fps_max(self):
+        return max((r.frames_per_second for r in self.replies), default=0)
+
+    def bytes_per_reply(self):
+        return statistics.mean(r.bytes for r in self.replies) if self.replies else 0
+
+
+# --- clients -------------------------------------------------------------------------
+
+
+class Active:
+    """How many replies are streaming right now (for RSS per stream)."""
+
+    def __init__(self):
+        self.now = self.peak = 0
+
+    def __enter__(self):
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc):
+        self.now -= 1
+
+
+async def direct_client(url: str, start: float, stop: float, out: list, active: Active):
+    """The backend as a lean client sees it: a raw HTTP/1.1 request, lines read as they come.
+
+    Deliberately not httpx: at 100 streams its per-chunk cost saturated this process
+    and made the backend look slower than it is."""
+    await asyncio.sleep(max(0, start - time.monotonic()))
+    address = httpx.URL(url)
+    body = json.dumps(
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    ).encode()
+    request = (
+        f"POST {address.raw_path.decode()} HTTP/1.1\r\nHost: {address.host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    while time.monotonic() < stop:
+        reply, sent = Reply(), time.monotonic()
+        with active:
+            reader, writer = await asyncio.open_connection(address.host, address.port)
+            writer.write(request)
+            try:
+                while data := await reader.read(65536):  # the backend closes after a reply
+                    reply.bytes += len(data)
+                    count = data.count(TOKEN)
+                    if not count:
+                        continue
+                    now = time.monotonic()
+                    if not reply.tokens:
+                        reply.ttft, reply.first_at = now - sent, now
+                    else:
+                        reply.gaps.append(now - reply.last_at)
+                    reply.tokens += count
+                    reply.frames += 1
+                    reply.last_at = now
+            finally:
+                writer.close()
+        out.append(reply)
+
+
+class Errors:
+    """Replies that did not complete: a closed socket, a refusal, a time-out."""
+
+    def __init__(self):
+        self.count = 0
+        self.kinds: dict[str, int] = {}
+
+    def add(self, kind: str):
+        self.count += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
+
+async def app_client(
+    base: str, conversation, cookie, start, stop, out: list, active: Active, errors=None
+):
+    """One tab: send, read the reply to its end, send again until `stop`. A socket that
+    closes or a reply that never ends counts as an error, and the tab reconnects."""
+    errors = errors if errors is not None else Errors()
+    await asyncio.sleep(max(0, start - time.monotonic()))
+    while time.monotonic() < stop:
+        try:
+            await _app_session(base, conversation, cookie, stop, out, active)
+        except websockets.ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else "none"
+            errors.add(f"socket closed ({code})")
+        except (TimeoutError, OSError) as failure:
+            errors.add(type(failure).__name__)
+        except RuntimeError:
+            errors.add("refused")
+
+
+async def _app_session(base, conversation, cookie, stop, out, active):
+    url = base.replace("http://", "ws://") + f"/ws/chat/{conversation}/"
+    async with websockets.connect(
+        url, origin=base, additional_headers={"Cookie": cookie}, max_size=None, open_timeout=60
+    ) as socket:
+        while time.monotonic() < stop:
+            reply, sent = Reply(), time.monotonic()
+            reply_id = None
+            with active:
+                await socket.send(json.dumps({"command": "send", "content": "go"}))
+                while True:
+                    frame = await asyncio.wait_for(socket.recv(), 60)
+                    reply.bytes += len(frame)
+                    if reply_id is None and (found := NEW_REPLY.search(frame)):
+                        reply_id = found.group(1)
+                        final_marker = f'<article id="msg-{reply_id}"'
+                    if frame.startswith('<span id="body-') and 'hx-swap-oob="beforeend"' in frame:
+                        now = time.monotonic()
+                        if not reply.tokens:
+                            reply.ttft, reply.first_at = now - sent, now
+                        else:
+                            reply.gaps.append(now - reply.last_at)
+                        reply.tokens += frame.count("tok")
+                        reply.frames += 1
+                        reply.last_at = now
+                    elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:
+                        break
+                    elif re.search(r'class="notice[ "]', frame):
+                        raise RuntimeError(f"the app refused: {frame}")
+            out.append(reply)
+
+
+async def run_direct(upstream: str, clients: int, ramp: float, duration: float) -> Result:
+    out, active = [], Active()
+    begin = time.monotonic()
+    await asyncio.gather(
+        *[
+            direct_client(upstream + "/v1/chat/completions", begin + i * ramp / clients,
+                          begin + duration, out, active)
+            for i in range(clients)
+        ]
+    )  # fmt: skip
+    return Result(out, time.monotonic() - begin, peak_streams=active.peak)
+
+
+async def run_app(app: App, clients: int, ramp: float, duration: float) -> Result:
+    out, active = [], Active()
+    pid = app.process.pid
+    # One reply first, so that imports and caches are warm before measuring.
+    await app_client(
+        app.url, app.conversations[-1], app.cookie, 0, time.monotonic() + 0.01, [], Active()
+    )
+    rss_base, cpu_base = proc_rss(pid), proc_cpu(pid)
+    peak = rss_base
+    begin = time.monotonic()
+    done = asyncio.Event()
+
+    async def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, proc_rss(pid))
+            await asyncio.sleep(0.1)
+
+    sampler = asyncio.create_task(sample())
+    errors = Errors()
+    await asyncio.gather(
+        *[
+            app_client(app.url, app.conversations[i], app.cookie, begin + i * ramp / clients,
+                       begin + duration, out, active, errors)
+            for i in range(clients)
+        ]
+    )  # fmt: skip
+    done.set()
+    await sampler
+    seconds = time.monotonic() - begin
+    result = Result(out, seconds, cpu=proc_cpu(pid) - cpu_base, peak_streams=active.peak)
+    result.errors, result.error_kinds = errors.count, errors.kinds
+    result.rss_peak_mb = peak / 2**20
+    result.rss_per_stream_kb = (peak - rss_base) / 1024 / max(active.peak, 1)
+    return result

@@ -1,0 +1,111 @@
+"""Start the site: one daphne process, or several behind one port.
+
+    python -m chatsite.serve [--host 127.0.0.1] [--port 8000] [--workers N]
+
+Every process runs on uvloop, a faster event loop than asyncio's own: it cut
+the relay's CPU per token (see bench/README.md). With --workers N (N > 1) this
+process binds the port once and starts N daphne processes that accept on that
+same socket; the kernel hands each new connection to whichever is free. A
+worker that dies is started again. Several processes only make sense on a
+shared channel layer, so N > 1 needs REDIS_URL (and PostgreSQL is advised:
+SQLite takes one writer at a time).
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+RESTART_PAUSE_SECONDS = 1.0
+SWITCH_INTERVAL_SECONDS = 0.0005
+
+
+def use_uvloop():
+    try:
+        import uvloop
+    except ImportError:  # optional: plain asyncio works, only slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_daphne(daphne_args: list[str]):
+    """This process becomes one daphne server (the event loop policy must come first)."""
+    use_uvloop()
+    # The database thread gives up the GIL at every query; while the event loop is
+    # busy, it waits up to this long to get it back. At the default 5 ms a send's
+    # dozen queries could take a tenth of a second under load.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    from daphne.cli import CommandLineInterface
+
+    CommandLineInterface().run([*daphne_args, "chatsite.asgi:application"])
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Workers:
+    """N daphne children on one inherited socket; restarted if one dies, stopped together."""
+
+    def __init__(self, count: int, sock: socket.socket, extra: list[str]):
+        self.count, self.sock, self.extra = count, sock, extra
+        self.children: list[subprocess.Popen] = []
+        self.stopping = False
+
+    def spawn(self) -> subprocess.Popen:
+        fd = self.sock.fileno()
+        command = [sys.executable, "-m", "chatsite.serve", "--fd", str(fd), *self.extra]
+        return subprocess.Popen(command, pass_fds=[fd])  # noqa: S603 - our own module
+
+    def run(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+        self.children = [self.spawn() for _ in range(self.count)]
+        while not self.stopping:
+            for index, child in enumerate(self.children):
+                if child.poll() is not None and not self.stopping:
+                    print(f"worker {child.pid} exited ({child.returncode}); starting another")
+                    time.sleep(RESTART_PAUSE_SECONDS)
+                    self.children[index] = self.spawn()
+            time.sleep(0.5)
+        for child in self.children:
+            child.wait()
+
+    def stop(self, signum, frame):
+        """Pass the signal on: each worker saves its running replies before it exits."""
+        self.stopping = True
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1") or 1))
+    parser.add_argument("--fd", type=int, help="accept on this inherited socket (for workers)")
+    args, extra = parser.parse_known_args(argv)
+    if args.fd is not None:
+        run_daphne(["--fd", str(args.fd), *extra])
+    elif args.workers <= 1:
+        run_daphne(["-b", args.host, "-p", str(args.port), *extra])
+    elif not os.environ.get("REDIS_URL"):
+        parser.exit(2, "WORKERS > 1 needs REDIS_URL: processes share replies through Redis.\n")
+    else:
+        print(f"Starting {args.workers} workers on http://{args.host}:{args.port}/", flush=True)
+        Workers(args.workers, listening_socket(args.host, args.port), extra).run()
+
+
+if __name__ == "__main__":
+    main()

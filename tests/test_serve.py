@@ -1,0 +1,102 @@
+"""`make run WORKERS=N`: several daphne processes behind one port, as one site."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from chat.models import Conversation
+from tests.live_server import ROOT, database_env, free_port
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def sockets_of(pid: int) -> int:
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def test_more_than_one_worker_needs_redis():
+    env = {**os.environ, "REDIS_URL": "", "DEBUG": "true"}
+    done = subprocess.run(
+        [sys.executable, "-m", "chatsite.serve", "--workers", "2", "--port", str(free_port())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "WORKERS > 1 needs REDIS_URL" in done.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL: runs in CI's PostgreSQL + Redis pass")
+def test_two_workers_share_one_port_and_stop_together(make_user, chat_model, cookie_for):
+    owner = make_user("owner")
+    conversation = Conversation.objects.create(owner=owner, model=chat_model)
+    port = free_port()
+    env = {**os.environ, **database_env(), "REDIS_URL": REDIS_URL, "DEBUG": "true"}
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "chatsite.serve", "--workers", "2", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url)
+        workers = children(supervisor.pid)
+        assert len(workers) == 2
+        idle = {pid: sockets_of(pid) for pid in workers}
+        held = asyncio.run(hold_tabs(url, conversation.pk, cookie_for(owner), 30, workers))
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(20)
+    # Both workers took some of the 30 tabs, on the one port ...
+    assert all(held[pid] > idle[pid] for pid in workers), (idle, held)
+    # ... and both stopped with the supervisor.
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def wait_until_healthy(url: str):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the workers did not answer")
+
+
+async def hold_tabs(url, conversation_id, cookie, count, workers) -> dict[int, int]:
+    """Open `count` chat tabs, and count each worker's sockets while all are open."""
+    address = url.replace("http://", "ws://") + f"/ws/chat/{conversation_id}/"
+    tabs = [
+        await websockets.connect(address, origin=url, additional_headers={"Cookie": cookie})
+        for _ in range(count)
+    ]
+    try:
+        for tab in tabs:
+            await tab.send(json.dumps({"command": "ping"}))  # answered: "Unknown command."
+            await asyncio.wait_for(tab.recv(), 10)  # accepted, and answering
+        return {pid: sockets_of(pid) for pid in workers}
+    finally:
+        for tab in tabs:
+            await tab.close()
