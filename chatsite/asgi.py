@@ -14,8 +14,12 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django_asgi_app = get_asgi_application()  # set up Django before importing consumers
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
+from importlib import import_module  # noqa: E402
+
+from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import CookieMiddleware  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from chat.live import runtime  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
@@ -39,10 +43,29 @@ def _save_replies_before_shutdown():
 
 _save_replies_before_shutdown()
 
+
+class SessionReader:
+    """The session for a websocket, read-only: Channels' SessionMiddleware also wraps
+    every message sent to look for session changes to save, once per delta per
+    socket. Sign-in and sign-out happen over HTTP; a chat socket never changes it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.store = import_module(settings.SESSION_ENGINE).SessionStore
+
+    async def __call__(self, scope, receive, send):
+        key = scope["cookies"].get(settings.SESSION_COOKIE_NAME)
+        return await self.inner({**scope, "session": self.store(key)}, receive, send)
+
+
+def websocket_stack(inner):
+    return CookieMiddleware(SessionReader(AuthMiddleware(inner)))
+
+
 router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": SameOriginValidator(websocket_stack(URLRouter(websocket_urlpatterns))),
     }
 )
 

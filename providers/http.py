@@ -68,7 +68,10 @@ def _headers(endpoint: Endpoint, accept: str) -> dict:
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
     body = b""
-    async for chunk in response.aiter_bytes():
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    # Raw bytes skip httpx's decoder layer for each token, unless the body is compressed.
+    chunks = response.aiter_bytes() if encoded else response.aiter_raw()
+    async for chunk in chunks:
         body += chunk
         if len(body) > cap:
             raise ProviderError("malformed", f"body over {cap} bytes")
@@ -180,7 +183,10 @@ async def sse_data(response: httpx.Response, deadline: float) -> AsyncIterator[s
     """
     decoder = EventDecoder(MAX_SSE_LINE)
     loop = asyncio.get_running_loop()
-    async for chunk in response.aiter_bytes():
+    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+    # Raw bytes skip httpx's decoder layer for each token, unless the body is compressed.
+    chunks = response.aiter_bytes() if encoded else response.aiter_raw()
+    async for chunk in chunks:
         for data in decoder.feed(chunk):
             yield data.decode(errors="replace")
         if loop.time() > deadline:

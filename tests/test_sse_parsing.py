@@ -56,3 +56,13 @@ async def test_an_endless_line_is_cut_off():
     with pytest.raises(ProviderError) as caught:
         await events([b"data: "] + [b"x" * 65536] * 40)
     assert caught.value.kind == "malformed"
+
+
+async def test_a_compressed_stream_is_decompressed_before_it_is_split():
+    import gzip
+
+    packed = gzip.compress(b"data: one\n\ndata: two\n\n")
+    response = response_from([packed[:10], packed[10:]])
+    response.headers["content-encoding"] = "gzip"
+    deadline = asyncio.get_running_loop().time() + 5
+    assert [data async for data in http.sse_data(response, deadline)] == ["one", "two"]
