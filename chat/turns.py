@@ -98,20 +98,22 @@ def _pick_model(user, conversation: Conversation, model_id) -> Model:
     return model
 
 
-def _lock_user_generations(user) -> tuple[Preference, quotas.Allowance]:
-    """Serialise a user's starts, then enforce their quotas (concurrency included)."""
+def _admit(user, conversation: Conversation) -> tuple[Preference, quotas.Allowance]:
+    """Serialise a user's starts, then refuse if this conversation is still being answered
+    or a quota (concurrency included) is used up. One query finds every running reply."""
     preference, _ = Preference.objects.select_for_update().get_or_create(user=user)
-    running = Message.objects.filter(conversation__owner=user, status=Status.STREAMING).count()
+    running = list(
+        Message.objects.filter(conversation__owner=user, status=Status.STREAMING).values_list(
+            "conversation_id", flat=True
+        )
+    )
+    if conversation.pk in running:
+        raise Refused("A reply is still being written here; stop it first.")
     try:
-        return preference, quotas.check(user, running)
+        return preference, quotas.check(user, len(running))
     except quotas.QuotaExceeded as exceeded:
         metrics.QUOTA_REFUSALS.inc()
         raise Refused(str(exceeded)) from None
-
-
-def _check_idle(conversation: Conversation):
-    if Message.objects.filter(conversation=conversation, status=Status.STREAMING).exists():
-        raise Refused("A reply is still being written here; stop it first.")
 
 
 def _sampling(conversation: Conversation, model: Model) -> tuple[dict, int | None]:
@@ -237,8 +239,7 @@ def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], 
     conversation = Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
     content = _clean_content(content)
     model = _pick_model(user, conversation, model_id)
-    _check_idle(conversation)
-    preference, allowance = _lock_user_generations(user)
+    preference, allowance = _admit(user, conversation)
     history = [*_history(conversation), {"role": "user", "content": content}]
     prompt = _build_prompt(conversation, model, history)
     limits = _bounds(conversation, model, prompt, allowance)
@@ -256,13 +257,12 @@ def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], 
 def regenerate(user, conversation_id, model_id=None) -> tuple[list[int], Message, Plan]:
     """Replace the last reply with a new one. Returns (removed ids, new reply, plan)."""
     conversation = Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
-    _check_idle(conversation)
     last = conversation.messages.order_by("-id").first()
     if last is None:
         raise Refused("There is nothing to regenerate yet.")
     removed = [last.pk] if last.role == Message.Role.ASSISTANT else []
     model = _pick_model(user, conversation, model_id)
-    preference, allowance = _lock_user_generations(user)
+    preference, allowance = _admit(user, conversation)
     history = _history(conversation, before_id=last.pk if removed else None)
     if not history or history[-1]["role"] != "user":
         raise Refused("There is no question to answer again.")
@@ -282,9 +282,8 @@ def edit(user, conversation_id, message_id, content) -> tuple[list[int], list[Me
     if question.role != Message.Role.USER:
         raise Refused("Only your own messages can be edited.")
     content = _clean_content(content)
-    _check_idle(conversation)
     model = _pick_model(user, conversation, None)
-    preference, allowance = _lock_user_generations(user)
+    preference, allowance = _admit(user, conversation)
     history = [*_history(conversation, before_id=question.pk), {"role": "user", "content": content}]
     prompt = _build_prompt(conversation, model, history)
     limits = _bounds(conversation, model, prompt, allowance)

@@ -20,8 +20,10 @@ import asyncio
 import time
 
 import channels_redis.pubsub
+import redis.asyncio as aioredis
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
+from django.conf import settings
 
 SWEEP_SECONDS = 1.0
 
@@ -75,5 +77,39 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
                 pass  # as Channels does: a full socket misses it, and resyncs on the gap
 
 
+class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
+    """One Redis server: a bounded pool, and publishes that do not wait for each other.
+
+    The stock shard publishes one message at a time under a lock, each waiting for
+    its reply: once the event loop ran late, that capped how many deltas a second
+    the whole process could publish. Here publishes share a pool of at most
+    REDIS_POOL_SIZE connections and wait only for a free one.
+    """
+
+    def _ensure_redis(self):
+        if self._redis is None:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.host["address"], max_connections=settings.REDIS_POOL_SIZE, timeout=5
+            )
+            self._redis = aioredis.Redis(connection_pool=pool)
+            self._pubsub = self._redis.pubsub()
+
+    async def publish(self, channel, message):
+        self._ensure_redis()
+        await self._redis.publish(channel, message)
+
+
+class _LoopLayer(channels_redis.pubsub.RedisPubSubLoopLayer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shards = [_Shard(shard.host, self) for shard in self._shards]
+
+
 class RedisPubSubChannelLayer(channels_redis.pubsub.RedisPubSubChannelLayer):
-    pass
+    def _get_layer(self):
+        """As channels_redis does it, with our shards (one layer per event loop)."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._layers:
+            self._layers[loop] = _LoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            channels_redis.pubsub._wrap_close(self, loop)  # closes it with its loop
+        return self._layers[loop]

@@ -76,6 +76,7 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CHANNEL_LAYERS = {"default": env.channel_layer("REDIS_URL")}
+REDIS_POOL_SIZE = env.env_int("REDIS_POOL_SIZE", 20, minimum=2)  # per process, for publishing
 # Without Redis there is one process: a streaming reply it is not running is an orphan.
 SINGLE_PROCESS = not env.is_set("REDIS_URL")
 CACHES = {"default": env.cache("REDIS_URL")}  # login throttling; shared when on Redis

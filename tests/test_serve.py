@@ -52,7 +52,8 @@ def test_two_workers_share_one_port_and_stop_together(make_user, chat_model, coo
     owner = make_user("owner")
     conversation = Conversation.objects.create(owner=owner, model=chat_model)
     port = free_port()
-    env = {**os.environ, **database_env(), "REDIS_URL": REDIS_URL, "DEBUG": "true"}
+    env = {**os.environ, **database_env(), "REDIS_URL": REDIS_URL, "DEBUG": "true",
+           "MAX_SOCKETS_PER_USER": "100"}  # fmt: skip
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "chatsite.serve", "--workers", "2", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
