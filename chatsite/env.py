@@ -113,9 +113,12 @@ def database(name: str, sqlite_path: Path) -> dict:
         raise ImproperlyConfigured(f"{name} could not be parsed: {exc}") from None
     # A pool per process: a request or a reply's save borrows a connection instead
     # of opening one (a PostgreSQL connection costs a process on the server).
-    size = env_int("DB_POOL_SIZE", 10, minimum=2)
+    size = env_int("DB_POOL_SIZE", 20, minimum=4)
     pool = {"min_size": 2, "max_size": size, "timeout": 5}
     config["OPTIONS"] = {**config.get("OPTIONS", {}), "pool": pool}
+    # The pool tests a connection before lending it: after a database restart or
+    # failover it hands out a live one, not one the server already closed.
+    config["CONN_HEALTH_CHECKS"] = True
     return config
 
 

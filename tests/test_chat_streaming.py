@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from chat.live import jobs, recovery
@@ -151,35 +151,30 @@ async def test_another_user_cannot_open_read_stream_stop_edit_or_regenerate_by_a
     await attacker.close()
 
 
-async def test_a_2000_token_reply_writes_the_message_about_once_a_second(owner, chat_model, fake):
+async def test_a_2000_token_reply_writes_the_message_about_once_a_second(
+    owner, chat_model, fake, monkeypatch
+):
     fake.configure(tokens=["x"] * 2000, token_interval=0.0012)
     chat_model.default_max_tokens = 2000  # otherwise the site's default output limit applies
     await sync_to_async(chat_model.save)()
     writes = []
+    execute = CursorWrapper.execute
 
-    def count_updates(execute, sql, params, many, context):
+    def count_updates(cursor, sql, params=None):
         if sql.startswith('UPDATE "chat_message"'):
             writes.append(sql)
-        return execute(sql, params, many, context)
+        return execute(cursor, sql, params)
 
-    # Database work from async code runs on one thread-sensitive worker thread;
-    # wrap that thread's connection so every statement it runs is seen.
-    @sync_to_async(thread_sensitive=True)
-    def instrument(install: bool):
-        wrappers = connection.execute_wrappers
-        wrappers.append(count_updates) if install else wrappers.remove(count_updates)
-
-    await instrument(True)
-    try:
-        conversation = await new_conversation(owner, chat_model)
-        tab = Socket(owner, conversation)
-        await tab.open()
-        started = asyncio.get_running_loop().time()
-        reply = await start_reply(tab)
-        await tab.until_final(reply.pk, timeout=60)
-        seconds = asyncio.get_running_loop().time() - started
-    finally:
-        await instrument(False)
+    # Every statement, on whichever thread runs it (one on SQLite, a pool on PostgreSQL).
+    monkeypatch.setattr(CursorWrapper, "execute", count_updates)
+    conversation = await new_conversation(owner, chat_model)
+    tab = Socket(owner, conversation)
+    await tab.open()
+    started = asyncio.get_running_loop().time()
+    reply = await start_reply(tab)
+    await tab.until_final(reply.pk, timeout=60)
+    seconds = asyncio.get_running_loop().time() - started
+    monkeypatch.undo()
     done = await wait_for_status(reply.pk)
     assert done.content == "x" * 2000
     assert seconds > 2  # the reply really streamed for a while

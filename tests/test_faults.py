@@ -8,7 +8,7 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import connection, connections
 
 from chat.models import Message
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
@@ -112,6 +112,9 @@ async def test_the_database_briefly_away_mid_reply_loses_nothing(
     outage.start()
     await tab.until_final(reply.pk, timeout=40)  # the relay went on meanwhile
     outage.join()
+    # The test's own helper thread held its connection through the outage (the app's
+    # threads borrow theirs from the pool per call): let it reconnect.
+    await sync_to_async(connections.close_all)()
     final = await wait_for_status(reply.pk)
     assert (final.status, final.content) == ("complete", "".join(tokens))
     assert "".join(tab.deltas_of(reply.pk)) == final.content
