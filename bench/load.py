@@ -172,11 +172,12 @@ async def app_client(
 
 
 async def _app_session(base, conversation, cookie, stop, out, active):
+    """Send and read replies until `stop`; with `stop` None, exactly one."""
     url = base.replace("http://", "ws://") + f"/ws/chat/{conversation}/"
     async with websockets.connect(
         url, origin=base, additional_headers={"Cookie": cookie}, max_size=None, open_timeout=60
     ) as socket:
-        while time.monotonic() < stop:
+        while stop is None or time.monotonic() < stop:
             reply, sent = Reply(), time.monotonic()
             reply_id = None
             with active:
@@ -201,6 +202,8 @@ async def _app_session(base, conversation, cookie, stop, out, active):
                     elif re.search(r'class="notice[ "]', frame):
                         raise RuntimeError(f"the app refused: {frame}")
             out.append(reply)
+            if stop is None:
+                return
 
 
 async def run_direct(upstream: str, clients: int, ramp: float, duration: float) -> Result:
@@ -219,10 +222,8 @@ async def run_direct(upstream: str, clients: int, ramp: float, duration: float) 
 async def run_app(app: App, clients: int, ramp: float, duration: float) -> Result:
     out, active = [], Active()
     pid = app.process.pid
-    # One reply first, so that imports and caches are warm before measuring.
-    await app_client(
-        app.url, app.conversations[-1], app.cookie, 0, time.monotonic() + 0.01, [], Active()
-    )
+    # One whole reply first, so that imports and caches are warm before measuring.
+    await _app_session(app.url, app.conversations[-1], app.cookie, None, [], Active())
     rss_base, cpu_base = proc_rss(pid), proc_cpu(pid)
     peak = rss_base
     begin = time.monotonic()

@@ -152,7 +152,7 @@ async def main_async(args):
 
 def main():
     parser = argparse.ArgumentParser(description="Relay benchmark: the app against the backend.")
-    parser.add_argument("--clients", default="10,50,100,150,200", help="levels, comma-separated")
+    parser.add_argument("--clients", default="10,25,50,100,150,200", help="levels, comma-separated")
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--rate", type=float, default=50.0, help="upstream tokens/s per stream")
     parser.add_argument("--first-delay", type=float, default=0.2)
