@@ -222,8 +222,10 @@ async def run_direct(upstream: str, clients: int, ramp: float, duration: float) 
 async def run_app(app: App, clients: int, ramp: float, duration: float) -> Result:
     out, active = [], Active()
     pid = app.process.pid
-    # One whole reply first, so that imports and caches are warm before measuring.
-    await _app_session(app.url, app.conversations[-1], app.cookie, None, [], Active())
+    # A whole reply on each spare conversation at once, before measuring, so that every
+    # worker process has its imports and caches warm (each connection lands on one).
+    spare = app.conversations[clients:]
+    await asyncio.gather(*[_app_session(app.url, c, app.cookie, None, [], Active()) for c in spare])
     rss_base, cpu_base = proc_rss(pid), proc_cpu(pid)
     peak = rss_base
     begin = time.monotonic()

@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+WARM_UP = 6  # extra conversations, so that a warm-up reply reaches every worker
+
 
 def main():
     upstream, clients = sys.argv[1], int(sys.argv[2])
@@ -38,7 +40,7 @@ def main():
     conversations = Conversation.objects.bulk_create(
         # Titled already, so no title requests add to the upstream's load.
         Conversation(owner=user, model=model, title=f"bench {i}")
-        for i in range(clients + 1)
+        for i in range(clients + WARM_UP)
     )
     client = Client()
     client.force_login(user)
