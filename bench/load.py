@@ -222,10 +222,15 @@ async def run_direct(upstream: str, clients: int, ramp: float, duration: float) 
 async def run_app(app: App, clients: int, ramp: float, duration: float) -> Result:
     out, active = [], Active()
     pid = app.process.pid
-    # A whole reply on each spare conversation at once, before measuring, so that every
-    # worker process has its imports and caches warm (each connection lands on one).
+    # A whole reply on each spare conversation, before measuring, so that every worker
+    # process has its imports and caches warm (each connection lands on one).
     spare = app.conversations[clients:]
-    await asyncio.gather(*[_app_session(app.url, c, app.cookie, None, [], Active()) for c in spare])
+
+    async def warm(index: int, conversation):
+        await asyncio.sleep(index * 0.05)  # one at a time, so that idle workers race for each
+        await _app_session(app.url, conversation, app.cookie, None, [], Active())
+
+    await asyncio.gather(*[warm(i, c) for i, c in enumerate(spare)])
     rss_base, cpu_base = proc_rss(pid), proc_cpu(pid)
     peak = rss_base
     begin = time.monotonic()
