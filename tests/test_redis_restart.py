@@ -20,6 +20,7 @@ from tests.live_server import Daphne, free_port
 from tests.ws_client import ChatClient
 
 REDIS_SERVER = shutil.which("redis-server")
+OUTAGE_SECONDS = 1.0
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not REDIS_SERVER, reason="needs the redis-server program"),
@@ -93,7 +94,7 @@ async def test_replies_survive_a_redis_restart_mid_stream(
             await tab.until(lambda f, reply=reply: f'id="body-{reply}"' in f)
 
         own_redis.kill()  # every connection drops, every subscription is forgotten
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for a state
         await asyncio.to_thread(own_redis.start)
 
         for reply in replies:
