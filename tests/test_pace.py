@@ -1,0 +1,32 @@
+"""Adaptive coalescing: a late event loop makes replies send fewer, larger frames."""
+
+import asyncio
+import time
+
+from chat.live.jobs import Pace
+
+
+def test_the_batch_interval_grows_while_the_loop_runs_late_and_recovers(settings):
+    settings.STREAM_BATCH_SECONDS = 0.04
+    pace = Pace()
+    assert pace.interval() == 0.04  # a loop that keeps time: the usual 25 frames a second
+    for _ in range(60):
+        pace.observe(0.05)  # every batch timer fires 50 ms late
+    assert 0.1 < pace.interval() < Pace.MAX_SECONDS
+    for _ in range(200):
+        pace.observe(1.0)  # hopelessly late
+    assert pace.interval() == Pace.MAX_SECONDS  # text still shows four times a second
+    for _ in range(300):
+        pace.observe(0.0)
+    assert pace.interval() < 0.041  # back to normal once the load is gone
+
+
+async def test_waiting_measures_how_late_the_timer_fired(settings):
+    settings.STREAM_BATCH_SECONDS = 0.04
+    pace, seen = Pace(), []
+    pace.observe = seen.append
+    waiting = asyncio.create_task(pace.wait())
+    await asyncio.sleep(0)  # its 40 ms timer is set
+    time.sleep(0.1)  # noqa: ASYNC251 - the point: the event loop is busy for 100 ms
+    await waiting
+    assert len(seen) == 1 and 0.05 <= seen[0] < 0.5  # it fired about 60 ms late
