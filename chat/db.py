@@ -1,5 +1,5 @@
-"""Database calls from async code (consumers, generation jobs), on worker threads
-that keep their connections.
+"""Database calls from async code (consumers, generation jobs), off the event loop,
+without opening a new connection for each call.
 
 On SQLite every call runs on one thread: the file takes one writer at a time,
 and a second thread would only wait for the lock. On PostgreSQL calls run side

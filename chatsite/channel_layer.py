@@ -35,11 +35,15 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
         assert isinstance(message, dict), "message is not a dict"
         self._put(channel, message)
 
-    def _put(self, channel: str, message: dict):
+    def _queue(self, channel: str) -> asyncio.Queue:
         queue = self.channels.get(channel)
         if queue is None:
             self.require_valid_channel_name(channel)
             queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        return queue
+
+    def _put(self, channel: str, message: dict):
+        queue = self._queue(channel)
         try:
             queue.put_nowait((time.time() + self.expiry, dict(message)))
         except asyncio.QueueFull:
@@ -48,11 +52,7 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
     async def receive(self, channel):
         """Channels' receive, without building a new queue for every message."""
         self._clean_expired()
-        queue = self.channels.get(channel)
-        if queue is None:
-            self.require_valid_channel_name(channel)
-            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
-        _, message = await queue.get()
+        _, message = await self._queue(channel).get()
         return message
 
     def _clean_expired(self):

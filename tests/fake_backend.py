@@ -286,7 +286,7 @@ class FakeBackend:
             writer.transport.abort()
             return True
         if b.stall_after == index:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # silent until the client hangs up or the server stops
         if b.endless_line_after == index:
             await self._chunk(writer, b"data: ")
             for _ in range(4096):  # up to 256 MiB, far past any sane cap
