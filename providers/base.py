@@ -1,7 +1,8 @@
 """What every wire format shares: the request, the events, the one error type.
 
 A provider module turns a ChatRequest into an async stream of events:
-TextDelta (more text), Usage (token counts, cost if the backend says) and one
+TextDelta (more text), ReasoningDelta (more thinking, see
+providers.reasoning), Usage (token counts, cost if the backend says) and one
 Finish (why it ended). Anything that goes wrong becomes a ProviderError with a
 kind from a small set, each with a message a person can act on. The raw
 upstream body and the API key never go into an error: they could reach a
@@ -44,6 +45,18 @@ class ChatRequest:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """More of the model's thinking: shown apart, stored apart, never sent back."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerWasReasoning:
+    """The text so far was thinking (a lone `</think>` arrived): move it."""
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ Callers never see which wire format a model speaks:
 code or through sync_to_async; the returned Endpoint is plain data.
 """
 
+from dataclasses import replace
 from types import ModuleType
 
-from providers import llamacpp, openai, workers_ai
+from providers import llamacpp, openai, prompt_formats, reasoning, workers_ai
 from providers.base import ChatRequest, Endpoint
 
 WIRE_FORMATS: dict[str, ModuleType] = {
@@ -37,11 +38,22 @@ def endpoint_for(provider, model=None) -> Endpoint:
 
 
 def stream(endpoint: Endpoint, request: ChatRequest):
-    return WIRE_FORMATS[endpoint.wire_format].stream(endpoint, request)
+    """Text, reasoning, usage and finish events: every backend's thinking comes out
+    as ReasoningDelta, wherever it was on the wire."""
+    events = WIRE_FORMATS[endpoint.wire_format].stream(endpoint, request)
+    return reasoning.normalise(events, opened=_prompt_opens_thinking(endpoint, request))
+
+
+def _prompt_opens_thinking(endpoint: Endpoint, request: ChatRequest) -> bool:
+    raw = endpoint.wire_format == "llamacpp" or request.raw_prompt
+    return raw and prompt_formats.opens_thinking(request.prompt_format)
 
 
 async def complete(endpoint: Endpoint, request: ChatRequest):
-    return await WIRE_FORMATS[endpoint.wire_format].complete(endpoint, request)
+    """A whole reply, its thinking left out."""
+    completion = await WIRE_FORMATS[endpoint.wire_format].complete(endpoint, request)
+    opened = _prompt_opens_thinking(endpoint, request)
+    return replace(completion, text=reasoning.answer_only(completion.text, opened))
 
 
 async def discover(endpoint: Endpoint):

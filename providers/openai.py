@@ -4,6 +4,7 @@ Quirks handled here:
 - the first chunk carries only the role; deltas may have null content;
 - usage comes in a last chunk with empty `choices` (stream_options.include_usage),
   and DeepInfra adds `usage.estimated_cost`;
+- reasoning arrives as `delta.reasoning_content` or `delta.reasoning`;
 - some servers leak an end-of-sequence token ("</s>") as a delta of its own;
 - an error object may arrive in the middle of a stream;
 - a stream that ends with no finish reason and no [DONE] is an error, not an
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from decimal import Decimal, InvalidOperation
 
-from providers import http
+from providers import http, reasoning
 from providers.base import (
     ChatRequest,
     Completion,
@@ -22,6 +23,7 @@ from providers.base import (
     Endpoint,
     Finish,
     ProviderError,
+    ReasoningDelta,
     TextDelta,
     Usage,
 )
@@ -79,7 +81,11 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator:
                 if usage:
                     yield usage
                 for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
+                    delta = choice.get("delta") or {}
+                    if thought := reasoning.from_fields(delta):
+                        any_text = True
+                        yield ReasoningDelta(thought)
+                    text = delta.get("content")
                     if text and text not in LEAKED_EOS:
                         any_text = True
                         yield TextDelta(text)

@@ -35,6 +35,25 @@ FORMATS: dict[str, PromptFormat] = {
         stop=("<|im_end|>", "<|im_start|>"),
         markers=("<|im_start|>", "<|im_end|>"),
     ),
+    # Qwen3, QwQ and other ChatML thinkers whose template opens the thinking block.
+    "chatml-think": PromptFormat(
+        label="ChatML, thinking (Qwen3, QwQ)",
+        system="<|im_start|>system\n{content}<|im_end|>\n",
+        user="<|im_start|>user\n{content}<|im_end|>\n",
+        assistant="<|im_start|>assistant\n{content}<|im_end|>\n",
+        generation="<|im_start|>assistant\n<think>\n",
+        stop=("<|im_end|>", "<|im_start|>"),
+        markers=("<|im_start|>", "<|im_end|>"),
+    ),
+    "deepseek-r1": PromptFormat(
+        label="DeepSeek-R1 and its distills",
+        system="{content}",
+        user="<｜User｜>{content}",
+        assistant="<｜Assistant｜>{content}<｜end▁of▁sentence｜>",
+        generation="<｜Assistant｜><think>\n",
+        stop=("<｜end▁of▁sentence｜>", "<｜User｜>"),
+        markers=("<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"),
+    ),
     "alpaca": PromptFormat(
         label="Alpaca",
         system="{content}\n\n",
@@ -133,3 +152,9 @@ def render(format_key: str, messages: list[dict]) -> tuple[str, list[str]]:
             parts.append(fmt.assistant.replace("{content}", content))
     parts.append(fmt.generation)
     return "".join(parts), list(fmt.stop)
+
+
+def opens_thinking(format_key: str) -> bool:
+    """Whether this format's prompt ends inside an opened `<think>` block."""
+    fmt = FORMATS.get(format_key or "chatml")
+    return fmt is not None and fmt.generation.rstrip().endswith("<think>")

@@ -2,14 +2,15 @@
 
 Scoped prompts (`messages`) by default; models marked raw get `prompt` rendered
 with their prompt format plus `raw: true`. Streams are SSE `{"response": ...}`
-ending with [DONE]; newer models add a `usage` object near the end. A
+ending with [DONE]; newer models add a `usage` object near the end, and some
+stream OpenAI-shaped `choices[0].delta` chunks (with `reasoning_content`). A
 non-streamed reply is `{"result": {"response": ...}, "success": true, "errors": []}`.
 """
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from providers import http
+from providers import http, reasoning
 from providers.base import (
     ChatRequest,
     Completion,
@@ -17,6 +18,7 @@ from providers.base import (
     Endpoint,
     Finish,
     ProviderError,
+    ReasoningDelta,
     TextDelta,
     Usage,
 )
@@ -47,6 +49,10 @@ def _usage(raw) -> Usage | None:
     return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"))
 
 
+def _is_choice_list(choices) -> bool:
+    return isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict)
+
+
 async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator:
     deadline = http.deadline_for(endpoint)
     url = _account_url(endpoint, f"/ai/run/{request.model}")
@@ -57,7 +63,13 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator:
                 if event is http.DONE:
                     done = True
                     break
-                text = event.get("response")
+                # Newer models stream OpenAI-shaped chunks instead of `response`.
+                choices = event.get("choices")
+                delta = (choices[0].get("delta") or {}) if _is_choice_list(choices) else event
+                if thought := reasoning.from_fields(delta):
+                    any_text = True
+                    yield ReasoningDelta(thought)
+                text = delta.get("response", delta.get("content"))
                 if isinstance(text, str) and text:
                     any_text = True
                     yield TextDelta(text)

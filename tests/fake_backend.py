@@ -51,6 +51,11 @@ class Behaviour:
     endless: bool = False  # repeat `tokens` for ever, as fast as the client reads
     ignore_max_tokens: bool = False  # a backend that does not honour the output limit
     whole_delay: float = 0.0  # before answering a request that is not streamed
+    # Thinking sent before `tokens` in a delta field ("reasoning_content" or "reasoning";
+    # Workers AI then streams OpenAI-shaped chunks). Tags in the text need no option:
+    # put "<think>" and "</think>" in `tokens`.
+    reasoning: list[str] = field(default_factory=list)
+    reasoning_field: str = "reasoning_content"
 
 
 @dataclass
@@ -256,6 +261,8 @@ class FakeBackend:
         if fmt == "openai":
             await self._event(writer, self._openai_chunk({"role": "assistant"}))
         await asyncio.sleep(b.first_token_delay)
+        for thought in b.reasoning:
+            await self._event(writer, self._reasoning_event(fmt, thought))
         count = 0
         for index, token in enumerate(tokens):
             if index and b.token_interval:
@@ -309,8 +316,13 @@ class FakeBackend:
             chunk["usage"] = usage
         return chunk
 
+    def _reasoning_event(self, fmt, thought):
+        if fmt == "llamacpp":
+            raise ValueError("/completion has no reasoning field: use tags in `tokens`")
+        return self._openai_chunk({self.behaviour.reasoning_field: thought})
+
     def _token_event(self, fmt, token, index, body):
-        if fmt == "openai":
+        if fmt == "openai" or (fmt == "workers" and self.behaviour.reasoning):
             return self._openai_chunk({"content": token})
         if fmt == "llamacpp":
             return {

@@ -20,6 +20,19 @@ EXPECTED = {
         "<|im_start|>assistant\n",
         ["<|im_end|>", "<|im_start|>"],
     ),
+    "chatml-think": (
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n"
+        "<|im_start|>user\nColors?<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n",
+        ["<|im_end|>", "<|im_start|>"],
+    ),
+    "deepseek-r1": (
+        "Be brief.<\uff5cUser\uff5c>Hi<\uff5cAssistant\uff5c>Hello!<\uff5cend\u2581of\u2581sentence\uff5c>"
+        "<\uff5cUser\uff5c>Colors?<\uff5cAssistant\uff5c><think>\n",
+        ["<\uff5cend\u2581of\u2581sentence\uff5c>", "<\uff5cUser\uff5c>"],
+    ),
     "alpaca": (
         "Be brief.\n\n### Instruction:\nHi\n\n### Response:\nHello!\n\n"
         "### Instruction:\nColors?\n\n### Response:\n",

@@ -23,7 +23,7 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html
 
 from chat.models import Message
-from chat.rendering import markdown_parts
+from chat.markdown.whole import markdown_parts
 
 log = logging.getLogger(__name__)
 TEMPLATE = "chat/live.html"

@@ -1,6 +1,6 @@
 from django import template
 
-from chat.rendering import render_markdown
+from chat.markdown.whole import render_markdown
 
 register = template.Library()
 

@@ -1,0 +1,136 @@
+"""Markdown for a reply that is still being written: frozen blocks and a growing tail.
+
+Each update parses only the tail (the text after the blocks already frozen).
+A top-level block is frozen, rendered once with code highlighting and never
+sent again, as soon as nothing that can still arrive could change it:
+- the next block has begun and its first line is complete (a half-typed line
+  such as `#` or `***` could still turn into a paragraph's continuation);
+- or it is a code fence whose closing line is complete;
+- and no `$$` or `\\[` line above it, within the same run of non-blank lines,
+  could still be closed into one maths block with it.
+
+The tail is rendered on every update with its open constructs closed by the
+parser itself (an open fence runs to the end, an open list item ends there), so
+its HTML is always whole; it is not highlighted until it freezes.
+
+The invariant, tested over many split points: the frozen HTML followed by
+`finish()`'s render of the last tail equals render_markdown of the whole text.
+"""
+
+from dataclasses import dataclass, field
+
+from django.utils.safestring import SafeString, mark_safe
+
+from chat.markdown import engine, sanitize
+from chat.markdown.whole import render_markdown
+
+BLOCK_TYPES = {"fence", "code_block", "math_block", "math_bracket_block"}
+
+
+@dataclass
+class LiveUpdate:
+    frozen: list[SafeString] = field(default_factory=list)  # newly frozen HTML, in order
+    tail: SafeString = mark_safe("")  # what the tail shows now, in place of before
+
+
+class LiveMarkdown:
+    def __init__(self):
+        self.text = ""
+        self.frozen_at = 0  # offset in the text where the unfrozen tail starts
+        self.frozen: list[SafeString] = []
+
+    def update(self, text: str) -> LiveUpdate:
+        """The reply's whole text so far (it only ever grows)."""
+        text = engine.normalise(text)
+        if not text.startswith(self.text[: self.frozen_at]):
+            self.__init__()  # the text was replaced, not extended
+        self.text = text
+        tail = text[self.frozen_at :]
+        tokens = engine.LIVE.parse(tail)
+        cut_line, cut_token = _freeze_point(tail, tokens)
+        update = LiveUpdate()
+        if cut_line:
+            cut = _offset_of_line(tail, cut_line)
+            html = render_markdown(tail[:cut])
+            self.frozen.append(html)
+            update.frozen.append(html)
+            self.frozen_at += cut
+            tokens = tokens[cut_token:]
+        update.tail = sanitize.clean(engine.LIVE.renderer.render(tokens, engine.LIVE.options, {}))
+        return update
+
+    def tail_text(self) -> str:
+        return self.text[self.frozen_at :]
+
+    def finish(self) -> SafeString:
+        """The tail's final HTML, highlighted like the rest."""
+        return render_markdown(self.tail_text())
+
+    def snapshot(self) -> tuple[list[SafeString], SafeString]:
+        """Everything shown so far: the frozen blocks and the tail, for a page joining late."""
+        tail = engine.LIVE.render(self.tail_text())
+        return list(self.frozen), sanitize.clean(tail)
+
+
+def _offset_of_line(text: str, line: int) -> int:
+    at = 0
+    for _ in range(line):
+        at = text.index("\n", at) + 1
+    return at
+
+
+def _freeze_point(tail: str, tokens) -> tuple[int, int]:
+    """(line, token index) where the unfrozen part may start; (0, 0) to freeze nothing."""
+    complete_lines = tail.count("\n")
+    lines = tail.split("\n")
+    covered = set()
+    for token in tokens:
+        if token.type in BLOCK_TYPES and token.map:
+            covered.update(range(*token.map))
+    starts = [
+        (token.map[0], index)
+        for index, token in enumerate(tokens)
+        if token.level == 0 and token.map and token.nesting in (0, 1)
+    ]
+    best = (0, 0)
+    danger, scanned = False, 0
+
+    def safe_before(line: int) -> bool:
+        nonlocal danger, scanned
+        for number in range(scanned, line):
+            if not lines[number].strip():
+                danger = False
+            elif number not in covered and engine.MATHS_OPENER.match(lines[number]):
+                danger = True
+        scanned = max(scanned, line)
+        return not danger
+
+    for (_, _), (next_line, next_index) in zip(starts, starts[1:], strict=False):
+        if next_line >= complete_lines or not safe_before(next_line):
+            break
+        best = (next_line, next_index)
+    closed = _closed_fence_end(tokens, lines, complete_lines)
+    if closed and closed[0] > best[0] and safe_before(closed[0]):
+        best = closed
+    return best
+
+
+def _closed_fence_end(tokens, lines, complete_lines) -> tuple[int, int] | None:
+    """A top-level code fence that is the last block and closed on a complete line."""
+    last = None
+    for index, token in enumerate(tokens):
+        if token.level == 0 and token.map and token.nesting in (0, 1):
+            last = (index, token)
+    if last is None or last[1].type != "fence":
+        return None
+    index, fence = last
+    start, end = fence.map
+    closing = lines[end - 1].strip() if end - 1 < len(lines) else ""
+    marker = fence.markup
+    is_closed = (
+        end - 1 > start
+        and end <= complete_lines
+        and closing.startswith(marker)
+        and set(closing) == {marker[0]}
+    )
+    return (end, index + 1) if is_closed else None

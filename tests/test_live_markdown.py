@@ -1,0 +1,136 @@
+"""Streaming Markdown: frozen blocks plus the last tail render exactly like the whole.
+
+A reply is fed to LiveMarkdown at many split points, as a stream would deliver it;
+whatever the splits, the frozen HTML followed by the final tail must equal the
+render of the whole text, and a frozen block is never sent twice.
+"""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chat.markdown.live import LiveMarkdown
+from chat.markdown.whole import render_markdown
+
+CORPUS = [
+    "# Heading\n",
+    "Setext heading\n===\n",
+    "Another\n---\n",
+    "A paragraph with **bold**, *em*, `code` and a [half link](https://exa",
+    "A [link](https://example.com/a?b=c) and ![img](https://evil.example/x.png?q=1)\n",
+    "- one\n- two\n  - nested\n    - deeper\n- three\n",
+    "1. first\n2. second\n\n   continued in the item\n3. third\n",
+    "3. starts at three\n4. four\n",
+    "> a quote\nlazy continuation\n> > nested quote\n",
+    "| a | b |\n|:--|--:|\n| 1 | 2 |\n| 3 | 4 |\n",
+    "```python\ndef f(x):\n    return x * 2\n```\n",
+    "~~~\nplain fence\n~~~\n",
+    "- item with a fence:\n\n  ```js\n  let a = 1;\n  ```\n- after\n",
+    "    indented code\n\n    more indented\n",
+    "<div>raw html</div>\n<script>alert(1)</script>\n",
+    "foo\n***\nbar\n",
+    "foo\n#\n",
+    "text\n- list interrupting\n",
+    "Prices like $5 and $10 stay text.\n",
+    "Inline $x^2$ and \\(a+b\\) maths, and $$\\frac{1}{2}$$ too.\n",
+    "$$\nE = mc^2\n$$\n",
+    "\\[\n\\sum_i i\n\\]\n",
+    "\\[\n# not a heading yet\n\\]\n",
+    "$$\nunclosed maths\n",
+    "Hard  \nbreak and\\\nbackslash break\n",
+    "[ref]: https://example.com\n\nUses [ref].\n",
+    "Trailing text without newline",
+    "***\n",
+    "Emoji 🙂 and ünïcödé, tabs\tand CR\r\nlines\r\n",
+    "```\nunclosed fence\ncontinues",
+]
+SEPARATORS = ["", "\n", "\n\n"]
+
+
+def feed(text: str, cuts: list[int]) -> tuple[str, LiveMarkdown, list[str]]:
+    live = LiveMarkdown()
+    frozen: list[str] = []
+    for cut in [*sorted(set(cuts)), len(text)]:
+        frozen += live.update(text[:cut]).frozen
+    return "".join(frozen) + live.finish(), live, frozen
+
+
+@pytest.mark.parametrize("index", range(len(CORPUS)))
+def test_every_split_point_of_each_sample(index):
+    text = CORPUS[index] + "\n\nA closing paragraph.\n"
+    whole = render_markdown(text)
+    for cut in range(len(text) + 1):
+        assert feed(text, [cut])[0] == whole, f"split at {cut}: {text[:cut]!r}"
+
+
+def test_character_by_character_over_the_whole_corpus():
+    text = "\n\n".join(CORPUS)
+    html, live, frozen = feed(text, list(range(len(text))))
+    assert html == render_markdown(text)
+    assert len(frozen) >= 10  # blocks were frozen along the way, not all at the end
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=st.lists(
+        st.tuples(st.sampled_from(CORPUS), st.sampled_from(SEPARATORS)), min_size=1, max_size=8
+    ),
+    data=st.data(),
+)
+def test_frozen_plus_tail_equals_whole(pieces, data):
+    text = "".join(piece + sep for piece, sep in pieces)
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=40))
+    assert feed(text, cuts)[0] == render_markdown(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab#*-_`$\\[]()|>\n 1.~=<", max_size=80), st.data())
+def test_invariant_on_arbitrary_markdownish_text(text, data):
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=20))
+    assert feed(text, cuts)[0] == render_markdown(text)
+
+
+def test_a_closed_fence_freezes_and_is_highlighted_before_the_reply_ends():
+    live = LiveMarkdown()
+    open_fence = live.update("Intro.\n\n```python\ndef f():\n    return 1\n")
+    assert '<span class="k">' not in open_fence.tail  # an open fence is plain monospace
+    assert "def f():" in open_fence.tail
+    closed = live.update("Intro.\n\n```python\ndef f():\n    return 1\n```\n")
+    assert any('<span class="k">def</span>' in html for html in closed.frozen)
+    assert closed.tail == ""
+    later = live.update("Intro.\n\n```python\ndef f():\n    return 1\n```\n\nMore text")
+    assert later.frozen == []  # the highlighted block is not sent again
+
+
+def test_the_work_per_update_follows_the_tail_not_the_whole_reply():
+    paragraphs = [f"Paragraph {i} with some words in it.\n\n" for i in range(300)]
+    live, text, longest_tail = LiveMarkdown(), "", 0
+    for paragraph in paragraphs:
+        for word in paragraph.split(" "):
+            text += word + " "
+            live.update(text)
+            longest_tail = max(longest_tail, len(live.tail_text()))
+    assert len(text) > 10_000
+    assert longest_tail < 120  # about two paragraphs, however long the reply
+
+
+def test_hostile_output_is_inert():
+    html = render_markdown(
+        "<script>alert(1)</script>\n\n<svg onload=alert(1)>\n\n[x](javascript:alert(1))\n\n"
+        "![a](https://evil.example/p.png?c=secret) <img src=https://evil.example/i.png>"
+    )
+    assert "<script" not in html and "<svg" not in html and "<img" not in html
+    assert 'href="javascript' not in html
+    assert "evil.example, not loaded" in html
+
+
+def test_links_name_their_host_and_carry_no_referrer():
+    html = render_markdown("[docs](https://docs.example.org/a)")
+    assert '<span class="link-host">(docs.example.org)</span>' in html
+    assert 'rel="noopener noreferrer nofollow"' in html
+
+
+def test_maths_is_mathml_and_prices_stay_text():
+    html = render_markdown("Area $\\pi r^2$, or \\[ E = mc^2 \\]\n\nIt costs $5 and $10.")
+    assert "<math" in html and "<msup>" in html
+    assert "$5 and $10" in html
