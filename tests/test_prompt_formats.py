@@ -29,7 +29,8 @@ EXPECTED = {
         ["<|im_end|>", "<|im_start|>"],
     ),
     "deepseek-r1": (
-        "Be brief.<\uff5cUser\uff5c>Hi<\uff5cAssistant\uff5c>Hello!<\uff5cend\u2581of\u2581sentence\uff5c>"
+        "Be brief.<\uff5cUser\uff5c>Hi<\uff5cAssistant\uff5c>Hello!"
+        "<\uff5cend\u2581of\u2581sentence\uff5c>"
         "<\uff5cUser\uff5c>Colors?<\uff5cAssistant\uff5c><think>\n",
         ["<\uff5cend\u2581of\u2581sentence\uff5c>", "<\uff5cUser\uff5c>"],
     ),

@@ -22,8 +22,8 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
-from chat.models import Message
 from chat.markdown.whole import markdown_parts
+from chat.models import Message
 
 log = logging.getLogger(__name__)
 TEMPLATE = "chat/live.html"
