@@ -17,6 +17,7 @@ import httpx
 import websockets
 
 from bench.apps import App, proc_cpu, proc_rss
+from tests import frames
 from tests.frames import NEW_REPLY
 
 TOKEN = b'tok "'  # one per text event of the fake backend (`{"content": "tok "}`)
@@ -188,13 +189,19 @@ async def _app_session(base, conversation, cookie, stop, out, active):
                     if reply_id is None and (found := NEW_REPLY.search(frame)):
                         reply_id = found.group(1)
                         final_marker = f'<article id="msg-{reply_id}"'
-                    if frame.startswith('<span id="body-') and 'hx-swap-oob="beforeend"' in frame:
+                        page = frames.Reply()
+                    if (
+                        reply_id
+                        and frame.startswith("<div id=")
+                        and page.apply(frame, int(reply_id))
+                    ):
                         now = time.monotonic()
+                        shown = page.parts["frozen"].count("tok") + page.parts["tail"].count("tok")
                         if not reply.tokens:
                             reply.ttft, reply.first_at = now - sent, now
                         else:
                             reply.gaps.append(now - reply.last_at)
-                        reply.tokens += frame.count("tok")
+                        reply.tokens = shown
                         reply.frames += 1
                         reply.last_at = now
                     elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:

@@ -32,6 +32,12 @@ class Conversation(models.Model):
         return self.title or "New chat"
 
 
+def thought_label_seconds(seconds: float) -> str:
+    """'3 s' or '2 min 5 s': how long a model thought, for its folded thinking block."""
+    whole = max(1, round(seconds))
+    return f"{whole // 60} min {whole % 60} s" if whole >= 60 else f"{whole} s"
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user"
@@ -49,6 +55,9 @@ class Message(models.Model):
     )
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
+    # The model's thinking, kept apart: shown folded, never sent back as context.
+    reasoning = models.TextField(blank=True)
+    reasoning_seconds = models.FloatField(null=True, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
     model = models.ForeignKey(
         "providers.Model", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

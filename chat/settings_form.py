@@ -6,6 +6,8 @@ refused with a message instead of being passed on to the backend.
 
 from django import forms
 
+from providers.models import REASONING_EFFORTS
+
 RANGES = {
     "temperature": (0.0, 2.0, "Temperature"),
     "top_p": (0.0, 1.0, "Top p"),
@@ -35,6 +37,12 @@ class SettingsForm(forms.Form):
             label="Max tokens",
             widget=forms.NumberInput(attrs={"placeholder": default or "model default"}),
         )
+        if model is not None and model.reasoning:
+            self.fields["reasoning_effort"] = forms.ChoiceField(
+                required=False,
+                label="Thinking",
+                choices=[("", "Model default"), *REASONING_EFFORTS],
+            )
         defaults = (model.param_defaults or {}) if model else {}
         for name in (model.accepted_params or []) if model else []:
             if name not in RANGES:
@@ -55,7 +63,7 @@ class SettingsForm(forms.Form):
         conversation.settings = {
             name: value
             for name, value in self.cleaned_data.items()
-            if name != "system_prompt" and value is not None
+            if name != "system_prompt" and value not in (None, "")
         }
         conversation.save(update_fields=["system_prompt", "settings"])
 

@@ -159,6 +159,9 @@ def _plan(conversation, model, assistant: Message, prompt, limits, title_for=Non
         params=params,
         prompt_format=model.prompt_format,
         raw_prompt=model.raw_prompt,
+        reasoning_control=model.reasoning,
+        reasoning_effort=(conversation.settings or {}).get("reasoning_effort")
+        or model.reasoning_effort,
     )
     return Plan(
         message_id=assistant.pk,

@@ -40,6 +40,8 @@ class ChatRequest:
     stop: list[str] = field(default_factory=list)
     prompt_format: str = ""  # for raw-prompt backends
     raw_prompt: bool = False  # Workers AI: send a rendered prompt instead of messages
+    reasoning_control: str = ""  # "effort" or "switch": how to pass reasoning_effort, if at all
+    reasoning_effort: str = ""  # "off", "low", "medium", "high", or "" for the backend's default
 
 
 @dataclass(frozen=True)

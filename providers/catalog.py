@@ -24,6 +24,8 @@ MODEL_FIELDS = (
     "max_output_tokens",
     "accepted_params",
     "param_defaults",
+    "reasoning",
+    "reasoning_effort",
 )
 
 

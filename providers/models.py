@@ -25,6 +25,18 @@ SAMPLING_PARAMS = (
     "frequency_penalty",
 )
 
+# How a model's thinking is controlled, when it is (see providers.openai._reasoning).
+REASONING_CONTROLS = [
+    ("effort", "reasoning_effort (low, medium, high)"),
+    ("switch", "chat_template_kwargs.enable_thinking (on or off)"),
+]
+REASONING_EFFORTS = [
+    ("off", "Off"),
+    ("low", "Low"),
+    ("medium", "Medium"),
+    ("high", "High"),
+]
+
 
 class Provider(models.Model):
     name = models.CharField(max_length=100, unique=True)
@@ -126,6 +138,20 @@ class Model(models.Model):
     )
     raw_prompt = models.BooleanField(
         default=False, help_text="Workers AI: send a prompt rendered with the prompt format."
+    )
+    reasoning = models.CharField(
+        "reasoning control",
+        max_length=10,
+        blank=True,
+        choices=REASONING_CONTROLS,
+        help_text="How this model's thinking is switched or graded, if it thinks. Its thinking "
+        "is shown apart from the answer whatever this says.",
+    )
+    reasoning_effort = models.CharField(
+        max_length=10,
+        blank=True,
+        choices=REASONING_EFFORTS,
+        help_text="The default effort; a conversation may choose another. Blank: the backend's.",
     )
     context_window = models.PositiveIntegerField(null=True, blank=True)
     default_max_tokens = models.PositiveIntegerField(null=True, blank=True)

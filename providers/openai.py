@@ -44,11 +44,26 @@ def _body(endpoint: Endpoint, request: ChatRequest, stream: bool) -> dict:
         "stream": stream,
         **request.params,
     }
+    body.update(_reasoning(request))
     if request.stop:
         body["stop"] = request.stop
     if stream and endpoint.send_usage_option:
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def _reasoning(request: ChatRequest) -> dict:
+    """The thinking setting, the way this model takes it: OpenAI's `reasoning_effort`
+    (gpt-oss, o-series, DeepSeek), or the chat template's `enable_thinking` switch
+    (Qwen3, GLM, on llama.cpp and vLLM)."""
+    effort = request.reasoning_effort
+    if not effort:
+        return {}
+    if request.reasoning_control == "effort" and effort != "off":
+        return {"reasoning_effort": effort}
+    if request.reasoning_control == "switch":
+        return {"chat_template_kwargs": {"enable_thinking": effort != "off"}}
+    return {}
 
 
 def _usage(raw) -> Usage | None:

@@ -16,6 +16,7 @@ means that the text so far was reasoning after all: AnswerWasReasoning says so,
 and the listener moves what it has.
 """
 
+import re
 from collections.abc import AsyncIterator
 
 from providers.base import AnswerWasReasoning, Finish, ReasoningDelta, TextDelta
@@ -30,6 +31,21 @@ def from_fields(delta: dict) -> str:
         value = delta.get(name)
         if isinstance(value, str) and value:
             return value
+    return ""
+
+
+# Model families whose thinking can be controlled, and how (what sync sets for a new model).
+_CONTROLS = (
+    (re.compile(r"qwen3|glm-4\.[5-9]|hunyuan|granite-3\.[2-9]", re.I), "switch"),
+    (re.compile(r"gpt-oss|(^|/)o[134](-|$)|magistral", re.I), "effort"),
+)
+
+
+def control_for(remote_id: str) -> str:
+    """How a model's thinking is controlled, guessed from its name; "" when unknown."""
+    for pattern, control in _CONTROLS:
+        if pattern.search(remote_id):
+            return control
     return ""
 
 

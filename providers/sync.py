@@ -7,7 +7,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 
-from providers import client
+from providers import client, reasoning
 from providers.base import DiscoveredModel
 from providers.models import Model, Provider
 
@@ -67,6 +67,7 @@ def apply(provider: Provider, found: list[DiscoveredModel]) -> SyncResult:
                 context_window=model.context_window,
                 default_max_tokens=default_max_tokens(model.context_window),
                 accepted_params=list(STANDARD_PARAMS.get(provider.wire_format, [])),
+                reasoning=reasoning.control_for(remote_id),
                 enabled=False,
             )
             added += 1

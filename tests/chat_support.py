@@ -10,7 +10,7 @@ from django.test import Client
 
 from chat.models import Conversation, Message
 from chatsite.asgi import application
-from tests.frames import FINAL, NOTICE, deltas_of, text_of
+from tests.frames import FINAL, NOTICE, reply_of, text_of
 
 
 def logged_in(user) -> Client:
@@ -100,8 +100,9 @@ class Socket:
         """What this tab shows for a streaming message: the last snapshot plus later deltas."""
         return text_of(self.frames, message_id)
 
-    def deltas_of(self, message_id: int) -> list[str]:
-        return deltas_of(self.frames, message_id)
+    def reply_of(self, message_id: int):
+        """The streaming reply's parts (answer, thinking, label) as the page holds them."""
+        return reply_of(self.frames, message_id)
 
 
 @sync_to_async

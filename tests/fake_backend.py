@@ -263,6 +263,7 @@ class FakeBackend:
         await asyncio.sleep(b.first_token_delay)
         for thought in b.reasoning:
             await self._event(writer, self._reasoning_event(fmt, thought))
+            await asyncio.sleep(b.token_interval)
         count = 0
         for index, token in enumerate(tokens):
             if index and b.token_interval:

@@ -14,7 +14,7 @@ from chat.governance import bounds
 from chat.live import ending, events, jobs
 from chat.models import Message, Quota, UsageRecord
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
-from tests.frames import FINAL, NEW_REPLY
+from tests.frames import FINAL, NEW_REPLY, shown
 from tests.live_server import Daphne
 from tests.ws_client import ChatClient
 
@@ -278,12 +278,12 @@ async def test_a_reply_at_the_size_cap_can_be_opened_refreshed_and_resynced(
             await tab.until(lambda f: NEW_REPLY.search(f))
             reply = await latest_reply(conversation)
             deadline = asyncio.get_running_loop().time() + 20
-            while len(tab.text_of(reply.pk)) < 15 * len(block):
+            while len(tab.text_of(reply.pk)) < len(shown(block * 15)):
                 assert asyncio.get_running_loop().time() < deadline
                 await tab.frame(timeout=10)
         async with ChatClient(server.url, conversation.pk, cookie) as again:  # a refresh
             deadline = asyncio.get_running_loop().time() + 20
-            while again.text_of(reply.pk) != block * 15:
+            while again.text_of(reply.pk) != shown(block * 15):
                 assert asyncio.get_running_loop().time() < deadline, "no full snapshot"
                 await again.frame(timeout=10)
             assert max(len(f.encode()) for _, f in again.frames) <= settings.WS_FRAME_BYTES

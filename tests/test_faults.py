@@ -12,7 +12,7 @@ from django.db import connection, connections
 
 from chat.models import Message
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
-from tests.frames import NEW_REPLY
+from tests.frames import NEW_REPLY, shown
 from tests.live_server import Daphne
 from tests.ws_client import ChatClient
 
@@ -107,7 +107,7 @@ async def test_the_database_briefly_away_mid_reply_loses_nothing(
     await tab.send(command="send", content="go")
     await tab.until(lambda f: 'id="thread"' in f)
     reply = await latest_reply(tab.conversation)
-    await tab.until(lambda f: f"body-{reply.pk}" in f)
+    await tab.until(lambda f: f"tail-{reply.pk}" in f)
     outage = threading.Thread(target=_hold_database_away, args=(2.0, test_connection_pid))
     outage.start()
     await tab.until_final(reply.pk, timeout=40)  # the relay went on meanwhile
@@ -117,7 +117,7 @@ async def test_the_database_briefly_away_mid_reply_loses_nothing(
     await sync_to_async(connections.close_all)()
     final = await wait_for_status(reply.pk)
     assert (final.status, final.content) == ("complete", "".join(tokens))
-    assert "".join(tab.deltas_of(reply.pk)) == final.content
+    assert tab.text_of(reply.pk) == shown(final.content)
     await tab.close()
 
 
@@ -133,7 +133,7 @@ async def test_a_redis_restart_mid_reply_loses_no_text(owner, chat_model, fake, 
     await tab.send(command="send", content="go")
     await tab.until(lambda f: 'id="thread"' in f)
     reply = await latest_reply(tab.conversation)
-    await tab.until(lambda f: f"body-{reply.pk}" in f)
+    await tab.until(lambda f: f"tail-{reply.pk}" in f)
     # What a restart of a non-persistent Redis does to its clients: every
     # connection drops and every key (group membership included) is gone.
     client = redis.from_url(REDIS_URL)
@@ -217,4 +217,4 @@ async def test_a_graceful_stop_saves_every_token_that_had_arrived(
         await asyncio.to_thread(server.stop)
     saved = await sync_to_async(Message.objects.get)(pk=message_id)
     assert saved.status == "interrupted"
-    assert seen and saved.content.startswith(seen)  # all the client saw, and maybe more
+    assert seen and shown(saved.content).startswith(seen)  # all the client saw, and maybe more

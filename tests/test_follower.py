@@ -9,9 +9,9 @@ from chat.live.follower import DROP, FORWARD, HOLD, RESYNC, ReplyFollower
 
 def test_deltas_in_order_are_forwarded():
     follower = ReplyFollower()
-    assert follower.delta(7, 1, "Hel").texts == ["Hel"]
+    assert follower.delta(7, 1, "Hel").payloads == ["Hel"]
     step = follower.delta(7, 2, "lo")
-    assert (step.action, step.texts) == (FORWARD, ["lo"])
+    assert (step.action, step.payloads) == (FORWARD, ["lo"])
 
 
 def test_a_gap_asks_for_a_snapshot_and_holds_until_it_comes():
@@ -20,8 +20,8 @@ def test_a_gap_asks_for_a_snapshot_and_holds_until_it_comes():
     assert follower.delta(7, 3, "c").action == RESYNC  # seq 2 was lost
     assert follower.delta(7, 4, "d").action == HOLD
     step = follower.snapshot(7, 3, "abc")  # the job's text up to seq 3
-    assert (step.action, step.texts, step.replace) == (FORWARD, ["abc", "d"], True)
-    assert follower.delta(7, 5, "e").texts == ["e"]
+    assert (step.action, step.payloads, step.replace) == (FORWARD, ["abc", "d"], True)
+    assert follower.delta(7, 5, "e").payloads == ["e"]
 
 
 def test_joining_mid_reply_waits_for_the_snapshot_however_the_race_goes():
@@ -32,13 +32,13 @@ def test_joining_mid_reply_waits_for_the_snapshot_however_the_race_goes():
     for seq, text in [(5, "e"), (6, "f"), (7, "g")]:
         assert follower.delta(9, seq, text).action == HOLD
     step = follower.snapshot(9, 6, "abcdef")
-    assert step.texts == ["abcdef", "g"]  # 5 and 6 were in the snapshot: dropped
+    assert step.payloads == ["abcdef", "g"]  # 5 and 6 were in the snapshot: dropped
     # The snapshot first, then a delta it already covered.
     other = ReplyFollower()
     other.start_resync(4)
-    assert other.snapshot(4, 2, "ab").texts == ["ab"]
+    assert other.snapshot(4, 2, "ab").payloads == ["ab"]
     assert other.delta(4, 2, "b").action == DROP
-    assert other.delta(4, 3, "c").texts == ["c"]
+    assert other.delta(4, 3, "c").payloads == ["c"]
 
 
 def test_a_duplicate_delta_or_snapshot_is_dropped():
@@ -54,22 +54,22 @@ def test_a_gap_among_the_held_deltas_asks_again():
     follower.delta(2, 4, "d")
     follower.delta(2, 6, "f")
     step = follower.snapshot(2, 3, "abc")
-    assert (step.texts, step.resync) == (["abc", "d"], True)  # 5 is missing
+    assert (step.payloads, step.resync) == (["abc", "d"], True)  # 5 is missing
     assert follower.is_waiting(2)
-    assert follower.snapshot(2, 5, "abcde").texts == ["abcde", "f"]
+    assert follower.snapshot(2, 5, "abcde").payloads == ["abcde", "f"]
 
 
 def test_without_an_answer_the_saved_text_is_shown_and_later_deltas_are_ignored():
     follower = ReplyFollower()
     follower.start_resync(3)
     step = follower.saved_text(3, "saved so far", still_streaming=True)
-    assert (step.action, step.texts, step.replace) == (FORWARD, ["saved so far"], True)
+    assert (step.action, step.payloads, step.replace) == (FORWARD, ["saved so far"], True)
     assert follower.delta(3, 40, "late").action == DROP  # the final message will come
     assert follower.snapshot(3, 41, "late snapshot").action == DROP
     finished = ReplyFollower()
     finished.start_resync(5)
     step = finished.saved_text(5, "all of it", still_streaming=False)
-    assert (step.action, step.texts) == (FORWARD, [])  # the caller sends the final message
+    assert (step.action, step.payloads) == (FORWARD, [])  # the caller sends the final message
 
 
 def test_the_saved_text_is_not_shown_when_the_snapshot_came_first():

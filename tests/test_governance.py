@@ -265,7 +265,7 @@ async def test_deactivating_a_user_ends_their_live_stream_and_closes_their_socke
     tab = Socket(owner, await new_conversation(owner, chat_model))
     await tab.open()
     await tab.send(command="send", content="long one")
-    await tab.until(lambda f: "body-" in f and "beforeend" in f)
+    await tab.until(lambda f: '<div id="tail-' in f)
     reply = await latest_reply(tab.conversation)
 
     @sync_to_async

@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from chat.live.jobs import Pace
+from chat.live.pace import Pace
 
 
 def test_the_batch_interval_grows_while_the_loop_runs_late_and_recovers(settings):

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 
 from chat.models import Message
 from tests.chat_support import new_conversation, wait_for_status
-from tests.frames import FINAL, NEW_REPLY
+from tests.frames import FINAL, NEW_REPLY, shown
 from tests.live_server import Daphne, free_port
 from tests.ws_client import ChatClient
 
@@ -91,7 +91,7 @@ async def test_replies_survive_a_redis_restart_mid_stream(
             frame = await tab.until(lambda f: NEW_REPLY.search(f))
             replies.append(int(NEW_REPLY.search(frame).group(1)))
         for tab, reply in zip(tabs, replies, strict=True):
-            await tab.until(lambda f, reply=reply: f'id="body-{reply}"' in f)
+            await tab.until(lambda f, reply=reply: f'id="tail-{reply}"' in f)
 
         own_redis.kill()  # every connection drops, every subscription is forgotten
         await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself, not a wait for a state
@@ -105,7 +105,7 @@ async def test_replies_survive_a_redis_restart_mid_stream(
                                     m.group(1) == str(reply), timeout=20)  # fmt: skip
             assert FINAL.search(frame).group(2) == "complete"
             saved = await sync_to_async(Message.objects.get)(pk=reply)
-            assert tab.text_of(reply) == saved.content
+            assert tab.text_of(reply) == shown(saved.content)
         for tab in tabs:
             await tab.__aexit__()
     finally:

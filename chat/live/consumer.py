@@ -44,10 +44,12 @@ def _as_user(user_id, command, *args):
 
 @db_async
 def _saved(message_id: int) -> tuple[Message | None, list[str]]:
-    """The message as saved, and its final frames if it has finished."""
+    """The message as saved, and its frames: final if it has finished, else a snapshot."""
     message = Message.objects.filter(pk=message_id).first()
-    if message is None or message.is_streaming:
-        return message, []
+    if message is None:
+        return None, []
+    if message.is_streaming:
+        return message, events.saved_snapshot_frames(message)
     return message, events.message_frames(message)
 
 
@@ -203,7 +205,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def gen_delta(self, event):
         message_id = event["message_id"]
-        step = self.follower.delta(message_id, event["seq"], event["text"])
+        step = self.follower.delta(message_id, event["seq"], event["frames"])
         if step.action == RESYNC:
             await self._ask_snapshot(message_id)  # a gap: joined mid-reply or lost a frame
         elif step.action == FORWARD:
@@ -211,14 +213,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def gen_snapshot(self, event):
         message_id = event["message_id"]
-        step = self.follower.snapshot(message_id, event["seq"], event["text"])
+        step = self.follower.snapshot(message_id, event["seq"], event["frames"])
         if step.action != FORWARD:
             return
         self._cancel_timer(message_id)
-        first, *rest = step.texts
-        await self.send_frames(events.text_frames(message_id, first, replace=True))
-        for text in rest:
-            await self.send_frames(events.text_frames(message_id, text, replace=False))
+        for frames in step.payloads:  # the snapshot, then the deltas held meanwhile
+            await self.send_frames(frames)
         if step.resync:
             await self._ask_snapshot(message_id)
 
@@ -249,17 +249,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """No job answered in time: it died or is out of reach. Show the saved text."""
         await asyncio.sleep(SNAPSHOT_WAIT_SECONDS)
         self.timers.pop(message_id, None)
-        message, final = await _saved(message_id)
+        message, frames = await _saved(message_id)
         if message is None:
             self.follower.done(message_id)
             return
-        step = self.follower.saved_text(message_id, message.content, message.is_streaming)
-        if step.action != FORWARD:
-            return
-        if final:
-            await self.send_frames(final)
-        else:
-            await self.send_frames(events.text_frames(message_id, step.texts[0], replace=True))
+        step = self.follower.saved_text(message_id, frames, message.is_streaming)
+        if step.action == FORWARD:
+            await self.send_frames(frames)
 
     async def _keep_membership(self):
         """Re-join the groups now and then, and catch up on replies that ended meanwhile.
@@ -278,6 +274,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 log.warning("could not re-join groups; will retry")
                 continue
             for message_id in self.follower.following():
-                message, final = await _saved(message_id)
-                if message is not None and final:
-                    await self.gen_done({"message_id": message_id, "frames": final})
+                message, frames = await _saved(message_id)
+                if message is not None and not message.is_streaming:
+                    await self.gen_done({"message_id": message_id, "frames": frames})

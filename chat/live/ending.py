@@ -26,6 +26,11 @@ replies_log = logging.getLogger("chat.replies")
 Status = Message.Status
 FINAL_SAVE_ATTEMPTS = 8
 FAILED_NOTE = "The reply failed on the server; the text so far is kept. Try Regenerate."
+ALL_THINKING_NOTE = (
+    "The model spent its whole reply budget thinking and gave no answer. Raise Max tokens "
+    "in Settings, or lower its thinking, and regenerate."
+)
+NO_ANSWER_NOTE = "The model finished thinking without writing an answer. Try Regenerate."
 
 
 def final_fields(job) -> dict:
@@ -43,6 +48,8 @@ def final_fields(job) -> dict:
         completion = job.tokens_estimate()
     fields = {
         "content": text,
+        "reasoning": job.reasoning_text(),
+        "reasoning_seconds": _thinking_seconds(job, ended),
         "status": job.status,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -63,7 +70,17 @@ def final_fields(job) -> dict:
         fields["error_message"] = job.cut_note
         if job.failed:
             fields["error_kind"] = "internal"
+    if fields["reasoning"] and not text.strip() and job.status != Status.ERROR:
+        # An empty bubble would look like a bug: say where the reply went.
+        budget_spent = job.cut_note or job.finish == "length"
+        fields["error_message"] = ALL_THINKING_NOTE if budget_spent else NO_ANSWER_NOTE
     return fields
+
+
+def _thinking_seconds(job, ended: float) -> float | None:
+    if job.thinking_since is None:
+        return None
+    return job.thinking_seconds if job.thinking_seconds is not None else ended - job.thinking_since
 
 
 def ledger_fields(job, fields: dict) -> dict:
@@ -98,7 +115,8 @@ def _cost(job, prompt: int, completion: int) -> Decimal | None:
 def fallback_fields(job) -> tuple[dict, dict]:
     """The plainest honest ending: failed, with its text and an estimate of its tokens."""
     return (
-        {"content": job.text(), "status": Status.ERROR, "error_kind": "internal",
+        {"content": job.text(), "reasoning": job.reasoning_text(), "status": Status.ERROR,
+         "error_kind": "internal",
          "error_message": FAILED_NOTE, "updated": timezone.now()},
         {"status": Status.ERROR, "completion_tokens": job.tokens_estimate(),
          "tokens_estimated": True},

@@ -5,7 +5,7 @@ below to tell whoever is listening. This module alone knows
 - the channel-layer group names (a conversation, a user, a running reply);
 - the event dicts that travel between jobs and sockets, in any process;
 - the HTML fragments the page receives (partials of templates/chat/live.html,
-  and the streaming text's two fragments below),
+  and a streaming reply's parts, built below),
   each under settings.WS_FRAME_BYTES: daphne refuses to send a websocket
   message over 1 MiB, so long text goes out in parts (the first replaces, the
   rest append) and a finished message too big for one frame goes out as its
@@ -16,12 +16,15 @@ Fragment functions return a list of frames to send in order.
 
 import logging
 import uuid
+from dataclasses import dataclass, field
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
+from chat.markdown.live import LiveMarkdown
 from chat.markdown.whole import markdown_parts
 from chat.models import Message
 
@@ -63,30 +66,95 @@ def _pieces(text: str) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-# The two fragments sent many times a second are built without the template
-# engine, which cost more than everything else a delta does on our side.
-DELTA = '<span id="body-{}" hx-swap-oob="beforeend">{}</span>'
-SNAPSHOT = '<div id="body-{}" hx-swap-oob="innerHTML">{}</div>'
+@dataclass
+class LiveChange:
+    """What a streaming reply's next frames show (see live_frames)."""
+
+    reasoning: str = ""  # thinking to add (or, on a reset, all of it)
+    frozen: list = field(default_factory=list)  # answer HTML blocks just frozen
+    tail: SafeString | None = None  # the answer's tail, when it changed
+    tail_text: str = ""  # the tail's text, shown plain if its HTML is too big for a frame
+    label: str = ""  # the thinking block's new label
 
 
-def text_frames(message_id: int, text: str, *, replace: bool) -> list[str]:
-    """Streaming text: `replace` shows it instead of what the page has (a snapshot)."""
-    pieces = _pieces(text) or [""]
+# The fragments sent many times a second are built without the template engine,
+# which cost more than everything else a delta does on our side. A streaming
+# reply's page parts (templates/chat/_message.html): its thinking text and label,
+# the answer's frozen blocks (only ever appended to) and its tail (replaced).
+PART = '<div id="{}-{}" hx-swap-oob="{}">{}</div>'
+LABEL = '<span id="think-label-{}" hx-swap-oob="innerHTML">{}</span>'
+
+
+def _part(name: str, message_id: int, swap: str, html) -> str:
+    return format_html(PART, name, int(message_id), swap, html)
+
+
+def _text_parts(name: str, message_id: int, text: str, replace: bool) -> list[str]:
+    """Plain text into a part, in frame-sized pieces (the first replaces, if asked)."""
+    pieces = _pieces(text) or ([""] if replace else [])
     return [
-        format_html(SNAPSHOT if replace and index == 0 else DELTA, int(message_id), piece)
-        for index, piece in enumerate(pieces)
+        _part(name, message_id, "innerHTML" if replace and i == 0 else "beforeend", piece)
+        for i, piece in enumerate(pieces)
     ]
 
 
-def _body_parts(message: Message, plain: bool) -> tuple[str, list]:
+def _pack(parts: list[str]) -> list[str]:
+    """As few frames as the parts fit in, in order (each part fits on its own)."""
+    frames, current = [], ""
+    for part in parts:
+        if current and len(current.encode()) + len(part.encode()) > settings.WS_FRAME_BYTES:
+            frames.append(current)
+            current = ""
+        current += part
+    return [*frames, current] if current else frames
+
+
+def live_frames(message_id: int, live, *, reset: bool = False) -> list[str]:
+    """What changed in a streaming reply since the last frames (`reset`: all of it).
+
+    Rendered once per delta, for every socket on the conversation."""
+    parts = _text_parts("think-text", message_id, live.reasoning, replace=reset)
+    if reset:
+        parts.append(_part("frozen", message_id, "innerHTML", ""))
+    parts += [_part("frozen", message_id, "beforeend", html) for html in live.frozen]
+    if live.tail is not None:
+        parts += _tail_parts(message_id, live.tail, live.tail_text)
+    if live.label:
+        parts.append(format_html(LABEL, int(message_id), live.label))
+    return _pack(parts)
+
+
+def saved_snapshot_frames(message: Message) -> list[str]:
+    """A streaming reply as last saved, for a socket whose job did not answer."""
+    live = LiveMarkdown(settings.WS_FRAME_BYTES - 512)
+    live.update(message.content)
+    frozen, tail = live.snapshot()
+    label = "Thinking…" if message.reasoning and not message.content else ""
+    change = LiveChange(message.reasoning, frozen, tail, live.tail_text(), label)
+    return live_frames(message.pk, change, reset=True)
+
+
+def _tail_parts(message_id: int, html, text: str) -> list[str]:
+    part = _part("tail", message_id, "innerHTML", html)
+    if _fits(part):
+        return [part]
+    # A tail too big for one frame (a huge open block): shown plain until it freezes.
+    first, *rest = _text_parts("tail", message_id, text, replace=True)
+    return [first, *rest]
+
+
+def _deferred_parts(message: Message, plain: bool) -> list[tuple[str, list]]:
     """Where a deferred body goes on the page, and what goes there, piece by piece."""
-    if plain and not message.is_streaming and message.role == Message.Role.ASSISTANT:
-        return f"md-{message.pk}", _pieces(message.content)
+    pk = message.pk
     if message.role == Message.Role.USER:
-        return f"user-{message.pk}", _pieces(message.content)
+        return [(f"user-{pk}", _pieces(message.content))]
+    thinking = [(f"think-text-{pk}", _pieces(message.reasoning))] if message.reasoning else []
     if message.is_streaming:
-        return f"body-{message.pk}", _pieces(message.content)
-    return f"md-{message.pk}", markdown_parts(message.content, settings.WS_FRAME_BYTES - 256)
+        return [*thinking, (f"tail-{pk}", _pieces(message.content))]
+    if plain:
+        return [*thinking, (f"md-{pk}", _pieces(message.content))]
+    body = markdown_parts(message.content, settings.WS_FRAME_BYTES - 256)
+    return [*thinking, (f"md-{pk}", body)]
 
 
 def _whole(message: Message, partial: str, **context) -> list[str]:
@@ -94,8 +162,14 @@ def _whole(message: Message, partial: str, **context) -> list[str]:
     if _fits(html):
         return [html]
     shell = _render(partial, message=message, messages=[message], deferred=True, **context)
-    target, parts = _body_parts(message, context.get("plain", False))
-    return [shell, *(_render("append-body", target=target, html=part) for part in parts)]
+    return [
+        shell,
+        *(
+            _render("append-body", target=target, html=part)
+            for target, parts in _deferred_parts(message, context.get("plain", False))
+            for part in parts
+        ),
+    ]
 
 
 def message_frames(message: Message, plain: bool = False) -> list[str]:
@@ -154,18 +228,25 @@ async def publish_thread(conversation_id, frames: list[str]):
     await _group_send(conversation_group(conversation_id), event)
 
 
-async def publish_delta(conversation_id, message_id: int, seq: int, text: str):
-    """The next piece of a streaming reply; `seq` lets a socket see a gap or a repeat.
-
-    It carries its page HTML, rendered once here rather than once per socket."""
-    frames = text_frames(message_id, text, replace=False)
-    event = {"type": "gen.delta", "message_id": message_id, "seq": seq, "text": text,
-             "frames": frames}  # fmt: skip
+async def publish_delta(conversation_id, message_id: int, seq: int, frames: list[str]):
+    """The next change to a streaming reply (live_frames), rendered once for every
+    socket; `seq` lets a socket see a gap or a repeat."""
+    event = {"type": "gen.delta", "message_id": message_id, "seq": seq, "frames": frames}
     await _group_send(conversation_group(conversation_id), event)
 
 
+ENDED = {
+    Message.Status.COMPLETE: "The reply is complete.",
+    Message.Status.STOPPED: "The reply stopped.",
+    Message.Status.ERROR: "The reply failed.",
+    Message.Status.INTERRUPTED: "The reply was interrupted.",
+}
+
+
 async def publish_done(conversation_id, message_id: int, status: str, frames: list[str]):
-    """A reply ended (complete, stopped, failed or interrupted): its final HTML."""
+    """A reply ended (complete, stopped, failed or interrupted): its final HTML, and one
+    polite word for screen readers (the text itself is never announced token by token)."""
+    frames = [*frames, _render("status", text=ENDED.get(status, ""))]
     event = {"type": "gen.done", "message_id": message_id, "status": status, "frames": frames}
     await _group_send(conversation_group(conversation_id), event)
 
@@ -179,8 +260,9 @@ async def ask_snapshot(message_id: int, reply_to: str):
     await _group_send(job_group(message_id), {"type": "job.snapshot", "reply_to": reply_to})
 
 
-async def send_snapshot(reply_to: str, message_id: int, seq: int, text: str):
-    event = {"type": "gen.snapshot", "message_id": message_id, "seq": seq, "text": text}
+async def send_snapshot(reply_to: str, message_id: int, seq: int, frames: list[str]):
+    """The reply as it is at `seq` (live_frames with reset), for one joining socket."""
+    event = {"type": "gen.snapshot", "message_id": message_id, "seq": seq, "frames": frames}
     try:
         await get_channel_layer().send(reply_to, event)
     except Exception:

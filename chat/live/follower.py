@@ -27,15 +27,15 @@ NO_MORE_DELTAS = float("inf")
 @dataclass
 class Step:
     action: str
-    texts: list[str] = field(default_factory=list)  # what to send, in order
-    replace: bool = False  # the first text replaces what the page shows (a snapshot)
+    payloads: list = field(default_factory=list)  # what to send, in order
+    replace: bool = False  # the first payload replaces what the page shows (a snapshot)
     resync: bool = False  # and then ask for a snapshot again: a gap after this one
 
 
 class ReplyFollower:
     def __init__(self):
         self.seen: dict[int, float] = {}  # message id -> last sequence number forwarded
-        self.waiting: dict[int, list[tuple[int, str]]] = {}  # held (seq, text) per reply
+        self.waiting: dict[int, list[tuple[int, object]]] = {}  # held (seq, payload) per reply
 
     def following(self) -> list[int]:
         return [*self.seen, *self.waiting]
@@ -50,44 +50,44 @@ class ReplyFollower:
         self.waiting[message_id] = []
         return True
 
-    def delta(self, message_id: int, seq: int, text: str) -> Step:
+    def delta(self, message_id: int, seq: int, payload) -> Step:
         if message_id in self.waiting:
-            self.waiting[message_id].append((seq, text))
+            self.waiting[message_id].append((seq, payload))
             return Step(HOLD)
         last = self.seen.get(message_id, 0)
         if seq <= last:
             return Step(DROP)
         if seq > last + 1:
-            self.waiting[message_id] = [(seq, text)]
+            self.waiting[message_id] = [(seq, payload)]
             return Step(RESYNC)
         self.seen[message_id] = seq
-        return Step(FORWARD, [text])
+        return Step(FORWARD, [payload])
 
-    def snapshot(self, message_id: int, seq: int, text: str) -> Step:
-        """The job's text so far: shown in place of the page's, then the held deltas after it."""
+    def snapshot(self, message_id: int, seq: int, payload) -> Step:
+        """The job's reply so far: shown in place of the page's, then the held deltas after it."""
         held = self.waiting.pop(message_id, None)
         if held is None:
             return Step(DROP)  # not asked for, or already answered (by the database)
         self.seen[message_id] = seq
-        texts = [text]
-        held.sort()
-        for index, (held_seq, held_text) in enumerate(held):
+        payloads = [payload]
+        held.sort(key=lambda item: item[0])
+        for index, (held_seq, held_payload) in enumerate(held):
             if held_seq <= self.seen[message_id]:
                 continue  # covered by the snapshot
             if held_seq > self.seen[message_id] + 1:
                 self.waiting[message_id] = held[index:]  # another gap: hold the rest
-                return Step(FORWARD, texts, replace=True, resync=True)
+                return Step(FORWARD, payloads, replace=True, resync=True)
             self.seen[message_id] = held_seq
-            texts.append(held_text)
-        return Step(FORWARD, texts, replace=True)
+            payloads.append(held_payload)
+        return Step(FORWARD, payloads, replace=True)
 
-    def saved_text(self, message_id: int, text: str, still_streaming: bool) -> Step:
+    def saved_text(self, message_id: int, payload, still_streaming: bool) -> Step:
         """No job answered in time: show the text saved in the database instead."""
         if self.waiting.pop(message_id, None) is None:
             return Step(DROP)  # the snapshot came after all
         if still_streaming:
             self.seen[message_id] = NO_MORE_DELTAS
-            return Step(FORWARD, [text], replace=True)
+            return Step(FORWARD, [payload], replace=True)
         self.seen.pop(message_id, None)
         return Step(FORWARD)  # finished: the caller sends the final message
 

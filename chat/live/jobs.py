@@ -1,16 +1,18 @@
 """Generation jobs: one asyncio task per reply, independent of any socket.
 
-A job reads the provider's stream, keeps the growing text (within the reply's
-caps), and publishes numbered, coalesced deltas through chat.live.events: the
-first token at once, then one batch per interval (see Pace). Sockets only
+A job reads the provider's stream, keeps the growing text and thinking (within
+the reply's caps), and publishes numbered, coalesced deltas through
+chat.live.events: the first token at once, then one batch per interval (see
+Pace). Each delta is rendered once, for every socket: the thinking added, the
+Markdown blocks just frozen, and the tail as it is now (chat.markdown.live). Sockets only
 subscribe, so closing a tab does not stop a reply. The partial-text saver
 (chat.live.saver) saves it about once a second; chat.live.ending saves and
 announces how it ended.
 
 Each job also listens on its own group for two commands that may come from any
 process: stop (cancel the stream, which closes the upstream connection) and
-snapshot (send the text so far and its sequence number to a socket that is
-joining, so it can drop deltas it already has).
+snapshot (send the reply as published so far and its sequence number to a socket
+that is joining, so it can drop deltas it already has).
 """
 
 import asyncio
@@ -24,10 +26,19 @@ from django.conf import settings
 
 from chat.governance import bounds
 from chat.live import ending, events, metrics, titles
-from chat.models import Message
+from chat.live.pace import Pace
+from chat.markdown.live import LiveMarkdown
+from chat.models import Message, thought_label_seconds
 from chat.plan import Plan
 from providers import client
-from providers.base import Finish, ProviderError, TextDelta, Usage
+from providers.base import (
+    AnswerWasReasoning,
+    Finish,
+    ProviderError,
+    ReasoningDelta,
+    TextDelta,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 Status = Message.Status
@@ -36,45 +47,22 @@ JOBS: dict[int, "Job"] = {}  # this process's running jobs, by message id
 CHARS_PER_TOKEN = 5  # for counting tokens of a backend that sends long pieces of text
 
 
-class Pace:
-    """How long a reply gathers text before publishing it: adaptive coalescing.
-
-    STREAM_BATCH_SECONDS while the event loop keeps time. When it runs late (too
-    many streams for one process), every reply waits longer and sends fewer,
-    larger frames, so the per-frame work shrinks until the loop catches up; a
-    user sees bigger pieces of text rather than a stalled page. The lateness is
-    a moving average over every reply's batch timer.
-    """
-
-    MAX_SECONDS = 0.25  # even under load, text shows at least four times a second
-    GAIN = 2.0  # seconds of extra wait per second of lateness
-
-    def __init__(self):
-        self.lateness = 0.0
-
-    def interval(self) -> float:
-        wanted = settings.STREAM_BATCH_SECONDS + self.GAIN * self.lateness
-        return min(self.MAX_SECONDS, wanted)
-
-    def observe(self, late: float):
-        self.lateness += 0.05 * (max(0.0, late) - self.lateness)
-        metrics.BATCH_SECONDS.set(self.interval())
-
-    async def wait(self):
-        loop = asyncio.get_running_loop()
-        asked, interval = loop.time(), self.interval()
-        await asyncio.sleep(interval)
-        self.observe(loop.time() - asked - interval)
-
-
-PACE = Pace()
+PACE = Pace()  # one for the process: lateness is the loop's, not a reply's
 
 
 class Job:
     def __init__(self, plan: Plan):
         self.plan = plan
-        self.flushed: list[str] = []  # text already published, in order
-        self.pending: list[str] = []  # text received, not yet published
+        self.answer: list[str] = []  # the reply's text, as received
+        self.thought: list[str] = []  # its reasoning, as received
+        self.thought_shown: list[str] = []  # the reasoning published so far
+        self.new_thought: list[str] = []  # reasoning received, not yet published
+        self.answer_changed = False  # answer text received, not yet published
+        self.reset = False  # the next delta replaces everything (the answer was thinking)
+        self.live = LiveMarkdown(settings.WS_FRAME_BYTES - 512)
+        self.thinking_since: float | None = None
+        self.thinking_seconds: float | None = None  # set when the answer starts
+        self.label = ""  # the thinking block's new label, not yet published
         self.seq = 0  # number of deltas published
         self.usage = Usage()
         self.finish = ""
@@ -100,19 +88,24 @@ class Job:
         return self.plan.message_id
 
     def text(self) -> str:
-        return "".join(self.flushed) + "".join(self.pending)
+        """The answer so far (what is saved as the message's content)."""
+        return "".join(self.answer)
+
+    def reasoning_text(self) -> str:
+        return "".join(self.thought)
 
     def tokens_estimate(self) -> int:
         """Tokens received so far: one per text event, or more if events carry long text."""
         return max(self.deltas, self.chars // CHARS_PER_TOKEN)
 
-    def take(self, text: str) -> bool:
-        """Keep more text; False (and the text trimmed to fit) once a cap is reached."""
+    def take(self, text: str, reasoning: bool = False) -> bool:
+        """Keep more text (or thinking, which counts the same against the caps);
+        False (and the text trimmed to fit) once a cap is reached."""
         size = len(text.encode())
         if self.bytes + size > self.plan.cut_bytes:
             room = self.plan.cut_bytes - self.bytes
             text = text.encode()[:room].decode(errors="ignore")
-            self._keep(text, len(text.encode()))
+            self._keep(text, len(text.encode()), reasoning)
             self.cut_note = bounds.REASONS["length"]
             return False
         self.deltas += 1
@@ -120,17 +113,37 @@ class Job:
             self.deltas -= 1
             self.cut_note = bounds.REASONS[self.plan.cut_reason]
             return False
-        self._keep(text, size)
+        self._keep(text, size, reasoning)
         return True
 
-    def _keep(self, text: str, size: int):
+    def _keep(self, text: str, size: int, reasoning: bool):
         if not text:
             return
+        now = time.monotonic()
         if self.first_token_at is None:
-            self.first_token_at = time.monotonic()
-        self.pending.append(text)
+            self.first_token_at = now
+        if reasoning:
+            self.thinking_since = self.thinking_since or now
+            self.thought.append(text)
+            self.new_thought.append(text)
+        else:
+            if self.thinking_since is not None and self.thinking_seconds is None:
+                self.thinking_seconds = now - self.thinking_since
+                self.label = "Thought for " + thought_label_seconds(self.thinking_seconds)
+            self.answer.append(text)
+            self.answer_changed = True
         self.chars += len(text)
         self.bytes += size
+        self.wakeup.set()
+
+    def answer_was_reasoning(self):
+        """A lone `</think>`: everything so far was thinking. Move it; the page follows."""
+        self.thought += self.answer
+        self.answer.clear()
+        self.new_thought.clear()
+        self.thinking_since = self.thinking_since or self.first_token_at
+        self.live = LiveMarkdown(settings.WS_FRAME_BYTES - 512)
+        self.reset = self.answer_changed = True
         self.wakeup.set()
 
     # --- reading the provider ----------------------------------------------
@@ -138,9 +151,11 @@ class Job:
         try:
             async with aclosing(client.stream(self.plan.endpoint, self.plan.request)) as events:
                 async for event in events:
-                    if isinstance(event, TextDelta):
-                        if not self.take(event.text):
+                    if isinstance(event, TextDelta | ReasoningDelta):
+                        if not self.take(event.text, isinstance(event, ReasoningDelta)):
                             break  # leaving the block closes the upstream connection
+                    elif isinstance(event, AnswerWasReasoning):
+                        self.answer_was_reasoning()
                     elif isinstance(event, Usage):
                         self.usage = event
                     elif isinstance(event, Finish):
@@ -188,11 +203,18 @@ class Job:
             pump.cancel()
 
     async def flush(self):
-        if not self.pending:
+        if not (self.new_thought or self.answer_changed or self.reset or self.label):
             return
-        text = "".join(self.pending)
-        self.pending.clear()
-        self.flushed.append(text)
+        reset, change = self.reset, events.LiveChange()
+        change.reasoning = "".join(self.thought if reset else self.new_thought)
+        self.thought_shown = list(self.thought) if reset else self.thought_shown + self.new_thought
+        self.new_thought.clear()
+        if self.answer_changed:
+            update = self.live.update(self.text())
+            change.frozen, change.tail = update.frozen, update.tail
+            change.tail_text = self.live.tail_text()
+        change.label, self.label = self.label, ""
+        self.answer_changed = self.reset = False
         self.seq += 1
         now = time.monotonic()
         if self.seq == 1:
@@ -200,7 +222,20 @@ class Job:
         else:
             metrics.FRAME_GAP.observe(now - self.last_flush)
         self.last_flush = now
-        await events.publish_delta(self.plan.conversation_id, self.message_id, self.seq, text)
+        frames = events.live_frames(self.message_id, change, reset=reset)
+        await events.publish_delta(self.plan.conversation_id, self.message_id, self.seq, frames)
+
+    def snapshot_frames(self) -> list[str]:
+        """The reply as published so far (at self.seq), for a socket that joins late."""
+        frozen, tail = self.live.snapshot()
+        label = ""
+        if self.thought_shown and not self.live.text:
+            label = "Thinking…"
+        elif self.thought_shown:
+            label = "Thought for " + thought_label_seconds(self.thinking_seconds or 0)
+        change = events.LiveChange("".join(self.thought_shown), frozen, tail,
+                                   self.live.tail_text(), label)  # fmt: skip
+        return events.live_frames(self.message_id, change, reset=True)
 
     async def listen(self, channel: str, pump: asyncio.Task):
         layer = get_channel_layer()
@@ -218,8 +253,8 @@ class Job:
                 self.stop_requested = True
                 pump.cancel()
             elif events.is_snapshot_request(message):
-                text = "".join(self.flushed)
-                await events.send_snapshot(message["reply_to"], self.message_id, self.seq, text)
+                frames = self.snapshot_frames()
+                await events.send_snapshot(message["reply_to"], self.message_id, self.seq, frames)
 
     # --- saving ----------------------------------------------------------------
     def save_due(self, now: float) -> bool:

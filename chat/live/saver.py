@@ -25,21 +25,22 @@ Status = Message.Status
 
 @db_async
 @fresh_connection_on_failure
-def save_partials(batch: list[tuple[int, str]]):
-    """The growing text of every running reply, in one transaction on one connection."""
+def save_partials(batch: list[tuple[int, str, str]]):
+    """The growing text and thinking of every running reply, in one transaction on one
+    connection."""
     now = timezone.now()
     with transaction.atomic():
-        for message_id, text in batch:
+        for message_id, text, reasoning in batch:
             Message.objects.filter(pk=message_id, status=Status.STREAMING).update(
-                content=text, updated=now
+                content=text, reasoning=reasoning, updated=now
             )
 
 
-async def _save_batch(batch: list[tuple[int, str]]) -> set[int]:
+async def _save_batch(batch: list[tuple[int, str, str]]) -> set[int]:
     """Save the batch; ids saved. A row that cannot be saved must not stop the others."""
     try:
         await save_partials(batch)
-        return {message_id for message_id, _ in batch}
+        return {item[0] for item in batch}
     except DatabaseError:
         log.warning("could not save %d running replies; will retry", len(batch))
         return set()
@@ -75,8 +76,8 @@ async def _save_due(running: dict, loop):
     ]
     if not due:
         return
-    batch = [(job.message_id, job.text()) for job in due]
+    batch = [(job.message_id, job.text(), job.reasoning_text()) for job in due]
     saved = await _save_batch(batch)
-    for job, (message_id, text) in zip(due, batch, strict=True):
+    for job, (message_id, text, reasoning) in zip(due, batch, strict=True):
         if message_id in saved:
-            job.saved_chars, job.last_save = len(text), now
+            job.saved_chars, job.last_save = len(text) + len(reasoning), now

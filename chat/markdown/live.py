@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from django.utils.safestring import SafeString, mark_safe
 
 from chat.markdown import engine, sanitize
-from chat.markdown.whole import render_markdown
+from chat.markdown.whole import markdown_parts, render_markdown
 
 BLOCK_TYPES = {"fence", "code_block", "math_block", "math_bracket_block"}
 
@@ -34,7 +34,8 @@ class LiveUpdate:
 
 
 class LiveMarkdown:
-    def __init__(self):
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = max_bytes  # frozen HTML comes in pieces of at most this size
         self.text = ""
         self.frozen_at = 0  # offset in the text where the unfrozen tail starts
         self.frozen: list[SafeString] = []
@@ -43,7 +44,7 @@ class LiveMarkdown:
         """The reply's whole text so far (it only ever grows)."""
         text = engine.normalise(text)
         if not text.startswith(self.text[: self.frozen_at]):
-            self.__init__()  # the text was replaced, not extended
+            self.__init__(self.max_bytes)  # the text was replaced, not extended
         self.text = text
         tail = text[self.frozen_at :]
         tokens = engine.LIVE.parse(tail)
@@ -51,9 +52,14 @@ class LiveMarkdown:
         update = LiveUpdate()
         if cut_line:
             cut = _offset_of_line(tail, cut_line)
-            html = render_markdown(tail[:cut])
-            self.frozen.append(html)
-            update.frozen.append(html)
+            source = tail[:cut]
+            pieces = (
+                markdown_parts(source, self.max_bytes)
+                if self.max_bytes
+                else [render_markdown(source)]
+            )
+            self.frozen += pieces
+            update.frozen += pieces
             self.frozen_at += cut
             tokens = tokens[cut_token:]
         update.tail = sanitize.clean(engine.LIVE.renderer.render(tokens, engine.LIVE.options, {}))

@@ -14,10 +14,28 @@
     };
   }
 
-  function nearBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 120; }
+  // The page follows a streaming reply only while the reader is at the bottom.
+  // Scrolling up (mouse, keys or touch) stops following and offers "Jump to latest".
+  function nearBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 80; }
+  function setFollowing(thread, on) {
+    thread.dataset.stick = on ? "yes" : "no";
+    var jump = $("#jump-latest");
+    if (jump) jump.hidden = on;
+  }
   function scrollThread(force) {
     var thread = $("#thread");
-    if (thread && (force || thread.dataset.stick !== "no")) thread.scrollTop = thread.scrollHeight;
+    if (!thread) return;
+    if (force) setFollowing(thread, true);
+    if (thread.dataset.stick !== "no") {
+      thread.scrollTo({ top: thread.scrollHeight, behavior: "instant" });
+      thread.dataset.lastTop = thread.scrollTop;
+    }
+  }
+  function onThreadScroll(thread) {
+    var last = Number(thread.dataset.lastTop || 0);
+    if (nearBottom(thread)) setFollowing(thread, true);
+    else if (thread.scrollTop < last - 2) setFollowing(thread, false);
+    thread.dataset.lastTop = thread.scrollTop;
   }
 
   function copyText(text, button) {
@@ -28,13 +46,14 @@
     });
   }
 
-  // Copy buttons on code blocks, only inside what was just swapped in.
+  // Copy buttons on complete code blocks (not in a streaming reply's growing tail),
+  // only inside what was just swapped in.
   function addCodeButtons(root) {
     if (!root || !root.querySelectorAll) return;
     var blocks = Array.prototype.slice.call(root.querySelectorAll(".markdown pre"));
     if (root.matches && root.matches(".markdown pre")) blocks.push(root);
     blocks.forEach(function (pre) {
-      if (pre.querySelector(".code-copy")) return;
+      if (pre.querySelector(".code-copy") || pre.closest(".live-tail")) return;
       var button = document.createElement("button");
       button.type = "button";
       button.className = "btn icon code-copy";
@@ -113,7 +132,24 @@
       copyText(body.innerText, target);
     }
     if (target.closest(".notice-close")) target.closest(".notice").remove();
+    if (target.id === "jump-latest") {
+      scrollThread(true);
+      if (composer()) composer().focus();
+    }
   });
+
+  // A thinking block the reader opened stays open when the reply's frames replace it.
+  var openThoughts = {};
+  document.addEventListener("toggle", function (event) {
+    var details = event.target;
+    if (details.matches && details.matches("details.thinking")) openThoughts[details.id] = details.open;
+  }, true);
+  function reopenThoughts() {
+    Object.keys(openThoughts).forEach(function (id) {
+      var details = document.getElementById(id);
+      if (openThoughts[id] && details && !details.open) details.open = true;
+    });
+  }
 
   // One menu open at a time, so Settings and Export never overlap.
   document.addEventListener("toggle", function (event) {
@@ -151,7 +187,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     var thread = $("#thread");
     if (thread) {
-      thread.addEventListener("scroll", function () { thread.dataset.stick = nearBottom(thread) ? "yes" : "no"; });
+      thread.addEventListener("scroll", function () { onThreadScroll(thread); });
       scrollThread(true);
     }
     addCodeButtons(document.body);
@@ -189,6 +225,10 @@
   document.addEventListener("htmx:wsAfterMessage", function () {
     armNotices();
     clearComposerIfShown();
+    reopenThoughts();
+    addCodeButtons(document.getElementById("thread"));
+    var thread = $("#thread");
+    if (thread && thread.dataset.stick === "no") { var jump = $("#jump-latest"); if (jump) jump.hidden = false; }
     scrollThread(false);
   });
   document.addEventListener("htmx:afterSwap", armNotices);

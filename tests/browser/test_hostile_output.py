@@ -35,7 +35,7 @@ def test_hostile_markdown_does_not_execute_and_the_layout_holds(page, chat_model
     hrefs = body.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
     assert hrefs == ["https://example.com"]
     link = body.locator("a")
-    assert link.get_attribute("rel") == "noopener noreferrer"
+    assert link.get_attribute("rel") == "noopener noreferrer nofollow"
     assert link.get_attribute("target") == "_blank"
     expect(body).to_contain_text("<script>window.__pwned = 1</script>")  # shown as text
     expect(body).to_contain_text("[click me](javascript:window.__pwned=3)")
