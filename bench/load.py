@@ -190,11 +190,7 @@ async def _app_session(base, conversation, cookie, stop, out, active):
                         reply_id = found.group(1)
                         final_marker = f'<article id="msg-{reply_id}"'
                         page = frames.Reply()
-                    if (
-                        reply_id
-                        and frame.startswith("<div id=")
-                        and page.apply(frame, int(reply_id))
-                    ):
+                    if reply_id and _carries_text(frame, page, int(reply_id)):
                         now = time.monotonic()
                         shown = page.parts["frozen"].count("tok") + page.parts["tail"].count("tok")
                         if not reply.tokens:
@@ -211,6 +207,18 @@ async def _app_session(base, conversation, cookie, stop, out, active):
             out.append(reply)
             if stop is None:
                 return
+
+
+def _carries_text(frame: str, page, reply_id: int) -> bool:
+    """Whether a frame changed the reply's text (page parts updated in place).
+
+    Commits before live Markdown sent plain-text deltas (`<span id="body-N"
+    hx-swap-oob="beforeend">`); they are read too, so that bench.compare can
+    measure such a commit beside this one."""
+    if frame.startswith('<span id="body-') and 'hx-swap-oob="beforeend"' in frame:
+        page.parts["tail"] += frame
+        return True
+    return frame.startswith("<div id=") and page.apply(frame, reply_id)
 
 
 async def run_direct(upstream: str, clients: int, ramp: float, duration: float) -> Result:
