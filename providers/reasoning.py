@@ -67,6 +67,8 @@ class ThinkTags:
         self.pending = ""
 
     def feed(self, text: str) -> list:
+        if not self.pending and "<" not in text and not (self.at_start or self.thinking):
+            return self._emit(text)  # no tag can start here: the common case, made cheap
         self.pending += text
         events: list = []
         while self.pending:

@@ -5,11 +5,14 @@ whatever the splits, the frozen HTML followed by the final tail must equal the
 render of the whole text, and a frozen block is never sent twice.
 """
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat.markdown.live import LiveMarkdown
+from chat.markdown import engine, sanitize
+from chat.markdown.live import _PLAIN_LINE, LiveMarkdown
 from chat.markdown.whole import render_markdown
 
 CORPUS = [
@@ -134,3 +137,33 @@ def test_maths_is_mathml_and_prices_stay_text():
     html = render_markdown("Area $\\pi r^2$, or \\[ E = mc^2 \\]\n\nIt costs $5 and $10.")
     assert "<math" in html and "<msup>" in html
     assert "$5 and $10" in html
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.from_regex(_PLAIN_LINE, fullmatch=True))
+def test_the_plain_line_shortcut_renders_exactly_like_the_parser(text):
+    update = LiveMarkdown().update(text)
+    assert update.frozen == []
+    assert update.tail == sanitize.clean(engine.LIVE.render(engine.normalise(text)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60))
+def test_any_text_shows_as_the_parser_renders_it(text):
+    update = LiveMarkdown().update(text)
+    whole = sanitize.clean(engine.LIVE.render(engine.normalise(text)))
+    if not update.frozen:
+        assert update.tail == whole
+    assert _visible("".join(update.frozen) + update.tail) == _visible(whole)
+
+
+def _visible(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+@pytest.mark.parametrize(
+    "text", ["Plain words", "Tabs\tand trailing  \t", 'Quotes "x" ok', "Ünï 🙂 ok"]
+)
+def test_the_plain_line_shortcut_is_taken_for_prose(text):
+    assert _PLAIN_LINE.match(text)
+    assert LiveMarkdown().update(text).tail == render_markdown(text)

@@ -17,14 +17,20 @@ The invariant, tested over many split points: the frozen HTML followed by
 `finish()`'s render of the last tail equals render_markdown of the whole text.
 """
 
+import re
 from dataclasses import dataclass, field
 
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from chat.markdown import engine, sanitize
 from chat.markdown.whole import markdown_parts, render_markdown
 
 BLOCK_TYPES = {"fence", "code_block", "math_block", "math_bracket_block"}
+# A single line that can only be a paragraph of plain text: it starts with a letter
+# (no block marker) and holds nothing inline Markdown or maths would act on.
+_PLAIN_LINE = re.compile(r"[^\W\d_](?:[^\s\x00-\x1f\x7f-\x9f\\`*_\[\]<>&~$|!]|[ \t])*\Z")
+PARAGRAPH = "<p>{}</p>\n"
 
 
 @dataclass
@@ -47,6 +53,10 @@ class LiveMarkdown:
             self.__init__(self.max_bytes)  # the text was replaced, not extended
         self.text = text
         tail = text[self.frozen_at :]
+        if _PLAIN_LINE.match(tail):
+            # One line of plain prose, the usual tail: nothing to freeze, no parser
+            # needed (markdown-it walks text a character at a time in Python).
+            return LiveUpdate(tail=sanitize.clean(format_html(PARAGRAPH, tail.rstrip(" \t"))))
         tokens = engine.LIVE.parse(tail)
         cut_line, cut_token = _freeze_point(tail, tokens)
         update = LiveUpdate()
