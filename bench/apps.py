@@ -178,10 +178,10 @@ def wait_for_port(port: int, timeout: float = 30):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_upstream(tokens: int, rate: float, first_delay: float):
+def start_upstream(tokens: int, rate: float, first_delay: float, markdown: bool = False):
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_backend", "--tokens", str(tokens), "--rate", str(rate),
-         "--first-delay", str(first_delay)],
+         "--first-delay", str(first_delay), *(["--markdown"] if markdown else [])],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     port = int(process.stdout.readline())

@@ -61,11 +61,14 @@ def row(label: str, result, direct) -> str:
 
 async def main_async(args):
     base = worktree(args.baseline)
-    upstream_process, upstream = start_upstream(args.tokens, args.rate, args.first_delay)
+    upstream_process, upstream = start_upstream(
+        args.tokens, args.rate, args.first_delay, args.markdown
+    )
     started = time.monotonic()
     try:
         print(
-            f"{args.clients} clients, {args.tokens}-token replies at {args.rate:g} tokens/s after "
+            f"{args.clients} clients, {args.tokens}-token {'Markdown ' if args.markdown else ''}"
+            f"replies at {args.rate:g} tokens/s after "
             f"{args.first_delay * 1000:.0f} ms, {args.duration:g} s a run; baseline "
             f"{args.baseline} ({args.commit}) against this tree."
         )
@@ -93,6 +96,9 @@ def main():
     parser.add_argument("--baseline", default="HEAD~1", help="a git ref")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--tokens", type=int, default=300)
+    parser.add_argument(
+        "--markdown", action="store_true", help="replies with headings, lists, tables, code"
+    )
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--first-delay", type=float, default=0.2)
     parser.add_argument("--ramp", type=float, default=2.0)

@@ -84,7 +84,7 @@ async def sweep(args) -> dict[str, list]:
     for reason in skipped:
         print(f"Skipped: {reason}")
     results: dict[str, list] = {setup.name: [] for setup in chosen}
-    process, upstream = start_upstream(args.tokens, args.rate, args.first_delay)
+    process, upstream = start_upstream(args.tokens, args.rate, args.first_delay, args.markdown)
     try:
         for clients in levels:
             direct = await run_direct(upstream, clients, args.ramp, args.duration)
@@ -154,6 +154,9 @@ def main():
     parser = argparse.ArgumentParser(description="Relay benchmark: the app against the backend.")
     parser.add_argument("--clients", default="10,25,50,100,150,200", help="levels, comma-separated")
     parser.add_argument("--tokens", type=int, default=300)
+    parser.add_argument(
+        "--markdown", action="store_true", help="replies with headings, lists, tables, code"
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="upstream tokens/s per stream")
     parser.add_argument("--first-delay", type=float, default=0.2)
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which clients arrive")

@@ -468,6 +468,21 @@ class FakeBackend:
         return await self._respond(writer, status, self._error_body(fmt, kind, key), extra)
 
 
+# A reply shaped like a model's: headings, paragraphs with inline markup, a list,
+# a table and a code block. Every token holds one "tok", which the benchmark counts.
+MARKDOWN_PIECES = [
+    "## tok", " tok\n\n", "tok", " **tok**", " tok", " `tok`", " tok", " tok.\n\n",
+    "- tok", " tok\n", "- tok", " *tok*\n", "- tok", " tok\n\n",
+    "| tok", " | tok |\n|---|---|\n| tok", " | tok |\n\n",
+    "```python\ntok", " = tok", "(tok)\n```\n\n",
+    "tok", " tok", " tok", " tok", " tok", " tok", " tok", " tok.\n\n",
+]  # fmt: skip
+
+
+def markdown_tokens(count: int) -> list[str]:
+    return list(itertools.islice(itertools.cycle(MARKDOWN_PIECES), count))
+
+
 def main():
     """Run the fake on its own, for the benchmark: prints its port, serves until killed."""
     import argparse
@@ -476,9 +491,10 @@ def main():
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--rate", type=float, default=50.0, help="tokens per second per stream")
     parser.add_argument("--first-delay", type=float, default=0.2, help="seconds to the first token")
+    parser.add_argument("--markdown", action="store_true", help="a reply with Markdown in it")
     args = parser.parse_args()
     fake = FakeBackend(
-        tokens=["tok "] * args.tokens,
+        tokens=markdown_tokens(args.tokens) if args.markdown else ["tok "] * args.tokens,
         token_interval=1.0 / args.rate,
         first_token_delay=args.first_delay,
     ).start()
