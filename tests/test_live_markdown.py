@@ -167,3 +167,11 @@ def _visible(html: str) -> str:
 def test_the_plain_line_shortcut_is_taken_for_prose(text):
     assert _PLAIN_LINE.match(text)
     assert LiveMarkdown().update(text).tail == render_markdown(text)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20))
+def test_the_quick_plain_check_agrees_with_the_pattern(text):
+    from chat.markdown.live import _is_plain_line
+
+    assert _is_plain_line(text) == bool(_PLAIN_LINE.match(text))

@@ -28,7 +28,20 @@ from chat.markdown.whole import markdown_parts, render_markdown
 BLOCK_TYPES = {"fence", "code_block", "math_block", "math_bracket_block"}
 # A single line that can only be a paragraph of plain text: it starts with a letter
 # (no block marker) and holds nothing inline Markdown or maths would act on.
-_PLAIN_LINE = re.compile(r"[^\W\d_](?:[^\s\x00-\x1f\x7f-\x9f\\`*_\[\]<>&~$|!]|[ \t])*\Z")
+_NOT_PLAIN = (  # Markdown and maths punctuation, entities, tags, and any space but " " and tab
+    r"\x00-\x08\x0a-\x1f\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    r"\\`*_\[\]<>&~$|!"
+)
+_PLAIN_LINE = re.compile(rf"[^\W\d_][^{_NOT_PLAIN}]*\Z")  # what follows, as one pattern
+_FIRST_OK = re.compile(r"[^\W\d_]")
+_SPOILS_PLAIN = re.compile(rf"[{_NOT_PLAIN}]")
+
+
+def _is_plain_line(text: str) -> bool:
+    """_PLAIN_LINE, checked in two quick scans rather than one slow match."""
+    return bool(_FIRST_OK.match(text)) and _SPOILS_PLAIN.search(text) is None
+
+
 PARAGRAPH = "<p>%s</p>\n"
 
 
@@ -52,7 +65,7 @@ class LiveMarkdown:
             self.__init__(self.max_bytes)  # the text was replaced, not extended
         self.text = text
         tail = text[self.frozen_at :]
-        if _PLAIN_LINE.match(tail):
+        if _is_plain_line(tail):
             # One line of plain prose, the usual tail: nothing to freeze, and neither
             # parser nor sanitizer needed (markdown-it walks text a character at a
             # time in Python). The line holds no `<`, `>` or `&`, so it is already
