@@ -218,7 +218,7 @@ def _carries_text(frame: str, page, reply_id: int) -> bool:
     if frame.startswith('<span id="body-') and 'hx-swap-oob="beforeend"' in frame:
         page.parts["tail"] += frame
         return True
-    return frame.startswith("<div id=") and page.apply(frame, reply_id)
+    return frame.startswith("<div ") and page.apply(frame, reply_id)
 
 
 async def run_direct(upstream: str, clients: int, ramp: float, duration: float) -> Result:

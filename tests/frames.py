@@ -3,14 +3,16 @@
 One parser: the in-process tests (tests/chat_support.py), the real-socket
 client (tests/ws_client.py) and bench/ all rebuild a streaming reply the way a
 page does, from its parts: the thinking text, the frozen Markdown blocks (only
-appended to) and the tail (replaced). A part's HTML never holds a `</div>` (the
-sanitizer allows no div), so a lazy match finds each part's end.
+appended to) and the tail (replaced, or added to while it is one plain
+paragraph). A part's HTML never holds a `</div>` (the sanitizer allows no div),
+so a lazy match finds each part's end.
 """
 
 import html
 import re
 
 PART = re.compile(r'<div id="(think-text|frozen|tail)-(\d+)" hx-swap-oob="(\w+)">(.*?)</div>', re.S)
+ADDED = re.compile(r'<div hx-swap-oob="beforeend:#tail-(\d+) p">(.*?)</div>', re.S)
 LABEL = re.compile(r'<span id="think-label-(\d+)" hx-swap-oob="innerHTML">(.*?)</span>', re.S)
 FINAL = re.compile(r'<article id="msg-(\d+)"[^>]*data-status="(\w+)"[^>]*hx-swap-oob="outerHTML"')
 NEW_REPLY = re.compile(r'<article id="msg-(\d+)" class="msg assistant status-streaming"')
@@ -39,6 +41,12 @@ class Reply:
             if int(mid) == message_id:
                 self.parts[name] = body if swap == "innerHTML" else self.parts[name] + body
                 changed = True
+        for mid, words in ADDED.findall(frame):
+            if int(mid) == message_id:  # into the tail's one paragraph
+                tail = self.parts["tail"]
+                end = tail.rindex("</p>")
+                self.parts["tail"] = tail[:end] + words + tail[end:]
+                changed = True
         for mid, label in LABEL.findall(frame):
             if int(mid) == message_id:
                 self.label = html.unescape(label)
@@ -59,8 +67,9 @@ def is_snapshot(frame: str, message_id: int) -> bool:
 
 
 def is_delta(frame: str, message_id: int) -> bool:
-    return not is_snapshot(frame, message_id) and any(
-        int(mid) == message_id for _, mid, _, _ in PART.findall(frame)
+    return not is_snapshot(frame, message_id) and (
+        any(int(mid) == message_id for _, mid, _, _ in PART.findall(frame))
+        or any(int(mid) == message_id for mid, _ in ADDED.findall(frame))
     )
 
 

@@ -175,3 +175,13 @@ def test_the_quick_plain_check_agrees_with_the_pattern(text):
     from chat.markdown.live import _is_plain_line
 
     assert _is_plain_line(text) == bool(_PLAIN_LINE.match(text))
+
+
+def test_a_growing_plain_paragraph_sends_only_the_words_added():
+    live = LiveMarkdown()
+    assert live.update("Hello").tail_added is None  # the first time, the whole paragraph
+    grown = live.update("Hello there, ")
+    assert grown.tail_added == " there,"  # trailing spaces wait until a word follows
+    assert live.update("Hello there, world").tail_added == " world"
+    assert live.update("Hello there, world **bold").tail_added is None  # markup: re-render
+    assert live.update("Hello there, world **bold** and").tail_added is None

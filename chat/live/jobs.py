@@ -212,7 +212,7 @@ class Job:
         if self.answer_changed:
             update = self.live.update(self.text())
             change.frozen, change.tail = update.frozen, update.tail
-            change.tail_text = self.live.tail_text()
+            change.tail_text, change.tail_added = self.live.tail_text(), update.tail_added
         change.label, self.label = self.label, ""
         self.answer_changed = self.reset = False
         self.seq += 1

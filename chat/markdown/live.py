@@ -49,6 +49,9 @@ PARAGRAPH = "<p>%s</p>\n"
 class LiveUpdate:
     frozen: list[SafeString] = field(default_factory=list)  # newly frozen HTML, in order
     tail: SafeString = mark_safe("")  # what the tail shows now, in place of before
+    # When the tail was and still is one plain paragraph: only the words added to it,
+    # so that a page can append them instead of receiving the paragraph again.
+    tail_added: str | None = None
 
 
 class LiveMarkdown:
@@ -57,6 +60,7 @@ class LiveMarkdown:
         self.text = ""
         self.frozen_at = 0  # offset in the text where the unfrozen tail starts
         self.frozen: list[SafeString] = []
+        self.plain_shown: str | None = None  # the tail's text, while it is a plain paragraph
 
     def update(self, text: str) -> LiveUpdate:
         """The reply's whole text so far (it only ever grows)."""
@@ -70,7 +74,13 @@ class LiveMarkdown:
             # parser nor sanitizer needed (markdown-it walks text a character at a
             # time in Python). The line holds no `<`, `>` or `&`, so it is already
             # HTML text, written exactly as the two would write it (tested).
-            return LiveUpdate(tail=mark_safe(PARAGRAPH % tail.rstrip(" \t")))  # noqa: S308
+            line, before = tail.rstrip(" \t"), self.plain_shown
+            self.plain_shown = line
+            update = LiveUpdate(tail=mark_safe(PARAGRAPH % line))  # noqa: S308
+            if before is not None and line.startswith(before):
+                update.tail_added = line[len(before) :]
+            return update
+        self.plain_shown = None
         tokens = engine.LIVE.parse(tail)
         cut_line, cut_token = _freeze_point(tail, tokens)
         update = LiveUpdate()
@@ -97,7 +107,8 @@ class LiveMarkdown:
         return render_markdown(self.tail_text())
 
     def snapshot(self) -> tuple[list[SafeString], SafeString]:
-        """Everything shown so far: the frozen blocks and the tail, for a page joining late."""
+        """Everything shown so far: the frozen blocks and the tail, for a page joining late
+        (what later tail_added words are added to)."""
         tail = engine.LIVE.render(self.tail_text())
         return list(self.frozen), sanitize.clean(tail)
 
