@@ -27,6 +27,7 @@ def as_json(conversation: Conversation) -> dict:
             {
                 "role": m.role,
                 "content": m.content,
+                **({"reasoning": m.reasoning} if m.reasoning else {}),
                 "status": m.status,
                 "model": m.model_name or None,
                 "prompt_tokens": m.prompt_tokens,
@@ -82,10 +83,14 @@ def _imported_message(conversation, number: int, item) -> Message:
             f"Message {number} is {len(content):,} characters long; the limit is "
             f"{settings.MAX_MESSAGE_CHARS:,}."
         )
+    reasoning = item.get("reasoning") or ""
+    if not isinstance(reasoning, str) or len(reasoning) > settings.MAX_REPLY_BYTES:
+        raise BadImport(f"Message {number} has thinking that is not text or is too long.")
     return Message(
         conversation=conversation,
         role=role,
         content=content,
+        reasoning=reasoning if role == Message.Role.ASSISTANT else "",
         model_name=str(item.get("model") or "")[:200],
         status=Message.Status.COMPLETE,
     )

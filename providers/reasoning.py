@@ -66,6 +66,15 @@ class ThinkTags:
         self.answer_started = False  # whitespace after reasoning is dropped until text comes
         self.pending = ""
 
+    def passes(self, text: str) -> bool:
+        """Whether `text` is answer text exactly as it came (no tag, nothing to strip)."""
+        return (
+            self.answer_started
+            and not self.pending
+            and (self.closed or "<" not in text)
+            and not (self.at_start or self.thinking)
+        )
+
     def feed(self, text: str) -> list:
         if not self.pending and "<" not in text and not (self.at_start or self.thinking):
             return self._emit(text)  # no tag can start here: the common case, made cheap
@@ -149,6 +158,9 @@ async def normalise(events: AsyncIterator, opened: bool = False) -> AsyncIterato
     tags = ThinkTags(opened)
     async for event in events:
         if isinstance(event, TextDelta):
+            if tags.passes(event.text):
+                yield event  # the common case: answer text with no tag in sight
+                continue
             for out in tags.feed(event.text):
                 yield out
         else:

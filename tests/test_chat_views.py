@@ -155,6 +155,7 @@ def test_settings_show_only_what_the_model_accepts(client, alice, chat_model):
 @pytest.mark.django_db
 def test_export_as_markdown_and_json_and_import_round_trip(client, alice, chat_model):
     chat = with_messages(alice, chat_model, 4)
+    chat.messages.filter(role="assistant").update(reasoning="first, think")
     markdown = client.get(reverse("export", args=[chat.pk, "md"]))
     assert markdown["Content-Type"].startswith("text/markdown")
     assert "# 4 messages" in markdown.content.decode() and "m3 **x**" in markdown.content.decode()
@@ -170,6 +171,9 @@ def test_export_as_markdown_and_json_and_import_round_trip(client, alice, chat_m
     assert list(imported.messages.values_list("content", flat=True)) == [
         f"m{i} **x**" for i in range(4)
     ]
+    thoughts = list(imported.messages.order_by("id").values_list("role", "reasoning"))
+    assert {reasoning for role, reasoning in thoughts if role == "assistant"} == {"first, think"}
+    assert "first, think" not in markdown.content.decode()  # Markdown holds the answers
     junk = SimpleUploadedFile("x.json", b"{not json", "application/json")
     assert client.post(reverse("import_conversation"), {"file": junk}).status_code == 400
 

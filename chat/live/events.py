@@ -116,6 +116,8 @@ def live_frames(message_id: int, live, *, reset: bool = False) -> list[str]:
     """What changed in a streaming reply since the last frames (`reset`: all of it).
 
     Rendered once per delta, for every socket on the conversation."""
+    if live.tail_added is not None and not (reset or live.reasoning or live.frozen or live.label):
+        return [format_html(ADD_TO_TAIL, int(message_id), live.tail_added)]  # most deltas
     parts = _text_parts("think-text", message_id, live.reasoning, replace=reset)
     if reset:
         parts.append(_part("frozen", message_id, "innerHTML", ""))
