@@ -30,3 +30,44 @@ async def test_waiting_measures_how_late_the_timer_fired(settings):
     time.sleep(0.1)  # noqa: ASYNC251 - the point: the event loop is busy for 100 ms
     await waiting
     assert len(seen) == 1 and 0.05 <= seen[0] < 0.5  # it fired about 60 ms late
+
+
+def _job(monkeypatch):
+    """A job with nowhere to publish: the frames it would send are collected instead."""
+    import uuid
+
+    from chat.live import events, jobs
+    from chat.plan import Plan
+    from providers.base import ChatRequest, Endpoint
+
+    sent = []
+
+    async def publish(conversation_id, message_id, seq, frames):
+        sent.append(frames)
+
+    monkeypatch.setattr(events, "publish_delta", publish)
+    plan = Plan(1, 1, uuid.uuid4(), "p", Endpoint("openai", "http://x"), ChatRequest("m", []))
+    return jobs.Job(plan), sent
+
+
+async def test_markdown_being_typed_is_redrawn_at_most_so_often_plain_prose_every_time(
+    monkeypatch,
+):
+    from chat.live import jobs
+
+    monkeypatch.setattr(jobs, "SLOW_TAIL_SECONDS", 3600)  # never due again, for the test
+    job, sent = _job(monkeypatch)
+    for words in ("Plain", " words", " flow"):
+        job.take(words)
+        await job.flush()
+    assert len(sent) == 3  # prose: every flush
+    job.take("\n\n- a list **item")
+    await job.flush()  # the first parse is due at once
+    job.take("** and more")
+    await job.flush()
+    assert len(sent) == 4 and job.answer_changed  # held back, not lost
+    job.take("\n- two")
+    job.done = True  # the reply ended: whatever is held goes out
+    await job.flush()
+    assert len(sent) == 5 and not job.answer_changed
+    assert "two" in sent[-1][0] and "and more" in sent[-1][0]

@@ -45,6 +45,7 @@ Status = Message.Status
 
 JOBS: dict[int, "Job"] = {}  # this process's running jobs, by message id
 CHARS_PER_TOKEN = 5  # for counting tokens of a backend that sends long pieces of text
+SLOW_TAIL_SECONDS = 0.1  # Markdown being typed (not plain prose) is redrawn ten times a second
 
 
 PACE = Pace()  # one for the process: lateness is the loop's, not a reply's
@@ -81,6 +82,7 @@ class Job:
         self.bytes = 0
         self.cut_note = ""  # why the reply was cut short, when it was
         self.last_flush = 0.0
+        self.last_parse = 0.0  # when the tail last needed the Markdown parser
         self.failed = False
 
     @property
@@ -194,6 +196,8 @@ class Job:
                 await self.wakeup.wait()
                 self.wakeup.clear()
                 await self.flush()
+                if self.answer_changed:
+                    self.wakeup.set()  # held back (a slow tail): again after the wait
                 if not self.done:
                     await PACE.wait()
             await self.flush()
@@ -202,19 +206,29 @@ class Job:
             self.fail()
             pump.cancel()
 
+    def _answer_due(self) -> bool:
+        """Plain prose shows at every flush (it costs next to nothing); a tail that needs
+        the Markdown parser is re-rendered at most every SLOW_TAIL_SECONDS."""
+        if not self.answer_changed or self.done or self.reset or self.live.is_quick(self.text()):
+            return self.answer_changed
+        return time.monotonic() - self.last_parse >= SLOW_TAIL_SECONDS
+
     async def flush(self):
-        if not (self.new_thought or self.answer_changed or self.reset or self.label):
+        answer_due = self._answer_due()
+        if not (self.new_thought or answer_due or self.reset or self.label):
             return
         reset, change = self.reset, events.LiveChange()
         change.reasoning = "".join(self.thought if reset else self.new_thought)
         self.thought_shown = list(self.thought) if reset else self.thought_shown + self.new_thought
         self.new_thought.clear()
-        if self.answer_changed:
+        if answer_due:
             update = self.live.update(self.text())
             change.frozen, change.tail = update.frozen, update.tail
             change.tail_text, change.tail_added = self.live.tail_text(), update.tail_added
+            self.last_parse = time.monotonic() if update.parsed else self.last_parse
+            self.answer_changed = False
         change.label, self.label = self.label, ""
-        self.answer_changed = self.reset = False
+        self.reset = False
         self.seq += 1
         now = time.monotonic()
         if self.seq == 1:

@@ -52,6 +52,7 @@ class LiveUpdate:
     # When the tail was and still is one plain paragraph: only the words added to it,
     # so that a page can append them instead of receiving the paragraph again.
     tail_added: str | None = None
+    parsed: bool = False  # the Markdown parser ran (the tail is not plain prose)
 
 
 class LiveMarkdown:
@@ -83,7 +84,7 @@ class LiveMarkdown:
         self.plain_shown = None
         tokens = engine.LIVE.parse(tail)
         cut_line, cut_token = _freeze_point(tail, tokens)
-        update = LiveUpdate()
+        update = LiveUpdate(parsed=True)
         if cut_line:
             cut = _offset_of_line(tail, cut_line)
             source = tail[:cut]
@@ -98,6 +99,11 @@ class LiveMarkdown:
             tokens = tokens[cut_token:]
         update.tail = sanitize.clean(engine.LIVE.renderer.render(tokens, engine.LIVE.options, {}))
         return update
+
+    def is_quick(self, text: str) -> bool:
+        """Whether update(text) would take the plain-prose shortcut (a cheap guess:
+        a carriage return anywhere makes it say no)."""
+        return _is_plain_line(text[self.frozen_at :])
 
     def tail_text(self) -> str:
         return self.text[self.frozen_at :]
