@@ -91,7 +91,9 @@ class Job:
 
     def text(self) -> str:
         """The answer so far (what is saved as the message's content)."""
-        return "".join(self.answer)
+        if len(self.answer) > 1:
+            self.answer[:] = ["".join(self.answer)]  # joined once, not at every call
+        return self.answer[0] if self.answer else ""
 
     def reasoning_text(self) -> str:
         return "".join(self.thought)
@@ -209,9 +211,10 @@ class Job:
     def _answer_due(self) -> bool:
         """Plain prose shows at every flush (it costs next to nothing); a tail that needs
         the Markdown parser is re-rendered at most every SLOW_TAIL_SECONDS."""
-        if not self.answer_changed or self.done or self.reset or self.live.is_quick(self.text()):
+        if not self.answer_changed or self.done or self.reset:
             return self.answer_changed
-        return time.monotonic() - self.last_parse >= SLOW_TAIL_SECONDS
+        recent = time.monotonic() - self.last_parse < SLOW_TAIL_SECONDS
+        return not recent or self.live.is_quick(self.text())
 
     async def flush(self):
         answer_due = self._answer_due()

@@ -48,7 +48,7 @@ PARAGRAPH = "<p>%s</p>\n"
 @dataclass
 class LiveUpdate:
     frozen: list[SafeString] = field(default_factory=list)  # newly frozen HTML, in order
-    tail: SafeString = mark_safe("")  # what the tail shows now, in place of before
+    tail: SafeString | None = mark_safe("")  # what the tail shows now (None: see tail_added)
     # When the tail was and still is one plain paragraph: only the words added to it,
     # so that a page can append them instead of receiving the paragraph again.
     tail_added: str | None = None
@@ -70,17 +70,21 @@ class LiveMarkdown:
             self.__init__(self.max_bytes)  # the text was replaced, not extended
         self.text = text
         tail = text[self.frozen_at :]
-        if _is_plain_line(tail):
+        known = self.plain_shown
+        if known is not None and tail.startswith(known):
+            plain = _SPOILS_PLAIN.search(tail, len(known)) is None  # only what is new
+        else:
+            plain = _is_plain_line(tail)
+        if plain:
             # One line of plain prose, the usual tail: nothing to freeze, and neither
             # parser nor sanitizer needed (markdown-it walks text a character at a
             # time in Python). The line holds no `<`, `>` or `&`, so it is already
             # HTML text, written exactly as the two would write it (tested).
             line, before = tail.rstrip(" \t"), self.plain_shown
             self.plain_shown = line
-            update = LiveUpdate(tail=mark_safe(PARAGRAPH % line))  # noqa: S308
             if before is not None and line.startswith(before):
-                update.tail_added = line[len(before) :]
-            return update
+                return LiveUpdate(tail=None, tail_added=line[len(before) :])
+            return LiveUpdate(tail=mark_safe(PARAGRAPH % line))  # noqa: S308
         self.plain_shown = None
         tokens = engine.LIVE.parse(tail)
         cut_line, cut_token = _freeze_point(tail, tokens)
