@@ -6,7 +6,7 @@ with that template's stop strings. Each format is a handful of templates in
 which `{content}` stands for a message's text.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 ZERO_WIDTH_SPACE = "\u200b"
 
@@ -32,16 +32,6 @@ FORMATS: dict[str, PromptFormat] = {
         user="<|im_start|>user\n{content}<|im_end|>\n",
         assistant="<|im_start|>assistant\n{content}<|im_end|>\n",
         generation="<|im_start|>assistant\n",
-        stop=("<|im_end|>", "<|im_start|>"),
-        markers=("<|im_start|>", "<|im_end|>"),
-    ),
-    # Qwen3, QwQ and other ChatML thinkers whose template opens the thinking block.
-    "chatml-think": PromptFormat(
-        label="ChatML, thinking (Qwen3, QwQ)",
-        system="<|im_start|>system\n{content}<|im_end|>\n",
-        user="<|im_start|>user\n{content}<|im_end|>\n",
-        assistant="<|im_start|>assistant\n{content}<|im_end|>\n",
-        generation="<|im_start|>assistant\n<think>\n",
         stop=("<|im_end|>", "<|im_start|>"),
         markers=("<|im_start|>", "<|im_end|>"),
     ),
@@ -122,6 +112,14 @@ FORMATS: dict[str, PromptFormat] = {
         markers=("<|system|>", "<|user|>", "<|assistant|>", "</s>"),
     ),
 }
+
+
+# Qwen3, QwQ and other ChatML thinkers whose template opens the thinking block.
+FORMATS["chatml-think"] = replace(
+    FORMATS["chatml"],
+    label="ChatML, thinking (Qwen3, QwQ)",
+    generation="<|im_start|>assistant\n<think>\n",
+)
 
 
 def neutralize(text: str, markers: tuple[str, ...]) -> str:

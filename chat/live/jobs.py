@@ -123,16 +123,15 @@ class Job:
     def _keep(self, text: str, size: int, reasoning: bool):
         if not text:
             return
-        now = time.monotonic()
         if self.first_token_at is None:
-            self.first_token_at = now
+            self.first_token_at = time.monotonic()
         if reasoning:
-            self.thinking_since = self.thinking_since or now
+            self.thinking_since = self.thinking_since or time.monotonic()
             self.thought.append(text)
             self.new_thought.append(text)
         else:
             if self.thinking_since is not None and self.thinking_seconds is None:
-                self.thinking_seconds = now - self.thinking_since
+                self.thinking_seconds = time.monotonic() - self.thinking_since
                 self.label = "Thought for " + thought_label_seconds(self.thinking_seconds)
             self.answer.append(text)
             self.answer_changed = True
