@@ -4,25 +4,54 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('providers', '0002_more_prompt_formats'),
+        ("providers", "0002_more_prompt_formats"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='model',
-            name='reasoning',
-            field=models.CharField(blank=True, choices=[('effort', 'reasoning_effort (low, medium, high)'), ('switch', 'chat_template_kwargs.enable_thinking (on or off)')], help_text="How this model's thinking is switched or graded, if it thinks. Its thinking is shown apart from the answer whatever this says.", max_length=10, verbose_name='reasoning control'),
+            model_name="model",
+            name="reasoning",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("effort", "reasoning_effort (low, medium, high)"),
+                    ("switch", "chat_template_kwargs.enable_thinking (on or off)"),
+                ],
+                help_text="How this model's thinking is switched or graded, if it thinks. Its thinking is shown apart from the answer whatever this says.",
+                max_length=10,
+                verbose_name="reasoning control",
+            ),
         ),
         migrations.AddField(
-            model_name='model',
-            name='reasoning_effort',
-            field=models.CharField(blank=True, choices=[('off', 'Off'), ('low', 'Low'), ('medium', 'Medium'), ('high', 'High')], help_text="The default effort; a conversation may choose another. Blank: the backend's.", max_length=10),
+            model_name="model",
+            name="reasoning_effort",
+            field=models.CharField(
+                blank=True,
+                choices=[("off", "Off"), ("low", "Low"), ("medium", "Medium"), ("high", "High")],
+                help_text="The default effort; a conversation may choose another. Blank: the backend's.",
+                max_length=10,
+            ),
         ),
         migrations.AlterField(
-            model_name='model',
-            name='prompt_format',
-            field=models.CharField(blank=True, choices=[('chatml', 'ChatML'), ('deepseek-r1', 'DeepSeek-R1 and its distills'), ('alpaca', 'Alpaca'), ('simple', 'Simple (User/Assistant)'), ('llama2', 'Llama 2 [INST]'), ('mistral', 'Mistral [INST]'), ('llama3', 'Llama 3'), ('gemma', 'Gemma'), ('zephyr', 'Zephyr'), ('chatml-think', 'ChatML, thinking (Qwen3, QwQ)')], help_text='For raw-prompt backends (llama.cpp /completion, Workers AI raw mode).', max_length=20),
+            model_name="model",
+            name="prompt_format",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("chatml", "ChatML"),
+                    ("deepseek-r1", "DeepSeek-R1 and its distills"),
+                    ("alpaca", "Alpaca"),
+                    ("simple", "Simple (User/Assistant)"),
+                    ("llama2", "Llama 2 [INST]"),
+                    ("mistral", "Mistral [INST]"),
+                    ("llama3", "Llama 3"),
+                    ("gemma", "Gemma"),
+                    ("zephyr", "Zephyr"),
+                    ("chatml-think", "ChatML, thinking (Qwen3, QwQ)"),
+                ],
+                help_text="For raw-prompt backends (llama.cpp /completion, Workers AI raw mode).",
+                max_length=20,
+            ),
         ),
     ]
