@@ -276,10 +276,7 @@ class Job:
     def save_due(self, now: float) -> bool:
         """Changed since the last save, or quiet so long that the row needs a heartbeat."""
         heartbeat = settings.STREAM_STALE_SECONDS / 3
-        return self.text_length() != self.saved_chars or now - self.last_save >= heartbeat
-
-    def text_length(self) -> int:
-        return self.chars
+        return self.chars != self.saved_chars or now - self.last_save >= heartbeat
 
 
 async def run(job: Job):
