@@ -1,14 +1,22 @@
-"""Export a conversation as Markdown or JSON, and import the JSON back."""
+"""Export a conversation as Markdown (the branch shown) or JSON (the whole tree),
+and import the JSON back.
+
+JSON lists the messages oldest first. Each has a number (`n`) and the number of
+its parent (`parent`, null for a first turn); `active` is the number of the leaf
+shown. A file of the first format, a plain list, imports as one branch.
+"""
 
 import json
 
 from django.conf import settings
 from django.db import transaction
 
+from chat import thread
 from chat.models import Conversation, Message
 from chat.settings_form import MAX_SYSTEM_PROMPT
 
-FORMAT = "chatsite.conversation.v1"
+FORMAT = "chatsite.conversation.v2"
+LINEAR_FORMAT = "chatsite.conversation.v1"  # no tree: each message follows the one before
 NOT_OURS = "That file is not a conversation exported from here (JSON)."
 
 
@@ -17,14 +25,19 @@ class BadImport(Exception):
 
 
 def as_json(conversation: Conversation) -> dict:
+    tree, path = thread.active_path(conversation)
+    number = {pk: n for n, pk in enumerate(sorted(tree.parent), 1)}
     return {
         "format": FORMAT,
         "title": conversation.title,
         "system_prompt": conversation.system_prompt,
         "model": conversation.model.display_name if conversation.model else None,
         "created": conversation.created.isoformat(),
+        "active": number[path[-1]] if path else None,
         "messages": [
             {
+                "n": number[m.pk],
+                "parent": number.get(m.parent_id),
                 "role": m.role,
                 "content": m.content,
                 **({"reasoning": m.reasoning} if m.reasoning else {}),
@@ -43,7 +56,8 @@ def as_markdown(conversation: Conversation) -> str:
     lines = [f"# {conversation.title or 'Conversation'}", ""]
     if conversation.system_prompt:
         lines += ["> System: " + conversation.system_prompt.replace("\n", "\n> "), ""]
-    for message in conversation.messages.order_by("id"):
+    _, path = thread.active_path(conversation)
+    for message in Message.objects.filter(pk__in=path).order_by("id"):
         who = "You" if message.role == Message.Role.USER else (message.model_name or "Assistant")
         lines += [f"## {who}", "", message.content, ""]
         if message.status != Message.Status.COMPLETE:
@@ -66,7 +80,7 @@ def read_upload(upload) -> dict:
         raise BadImport("That file nests too deeply to be a conversation.") from None
     except (ValueError, UnicodeDecodeError):
         raise BadImport(NOT_OURS) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (FORMAT, LINEAR_FORMAT):
         raise BadImport(NOT_OURS)
     return data
 
@@ -114,5 +128,37 @@ def import_json(user, data: dict) -> Conversation:
         system_prompt=str(data.get("system_prompt") or "")[:MAX_SYSTEM_PROMPT],
     )
     rows = [_imported_message(conversation, n, item) for n, item in enumerate(messages, 1)]
+    parents = _parents(data, messages)
     Message.objects.bulk_create(rows)
+    for row, parent in zip(rows, parents, strict=True):
+        row.parent_id = rows[parent - 1].pk if parent else None
+    Message.objects.bulk_update(rows, ["parent"], batch_size=500)
+    active = data.get("active") if data.get("format") == FORMAT else len(rows)
+    if _is_number(active) and 0 < active <= len(rows):
+        conversation.active_leaf = rows[active - 1]
+        conversation.save(update_fields=["active_leaf"])
     return conversation
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parents(data: dict, messages: list) -> list[int | None]:
+    """Each message's parent, as a position in the file (1-based), checked: a parent
+    comes before its child, so the tree has no cycles."""
+    if data.get("format") == LINEAR_FORMAT:
+        return [n - 1 or None for n in range(1, len(messages) + 1)]
+    position = {}
+    parents = []
+    for n, item in enumerate(messages, 1):
+        own, parent = item.get("n"), item.get("parent")
+        if not _is_number(own) or own in position:
+            raise BadImport(f"Message {n} has no number of its own, or a repeated one.")
+        if parent is not None and (not _is_number(parent) or parent not in position):
+            raise BadImport(f"Message {n} names a parent that does not come before it.")
+        position[own] = n
+        parents.append(position[parent] if parent is not None else None)
+    if _is_number(data.get("active")):
+        data["active"] = position.get(data["active"])
+    return parents

@@ -2,6 +2,10 @@
 
 A reply is a Message row from its first moment (status `streaming`), so a
 refresh, another tab or a crash never loses it.
+
+A conversation is a tree: each message has a parent (none for a first turn),
+its versions are its siblings, and the conversation remembers the leaf it
+shows. The visible thread is the path from the root to that leaf (chat.tree).
 """
 
 import uuid
@@ -22,6 +26,10 @@ class Conversation(models.Model):
     system_prompt = models.TextField(blank=True)
     settings = models.JSONField(default=dict, blank=True)  # sampling overrides, max_tokens
     pinned = models.BooleanField(default=False)
+    # The end of the branch shown: the thread is the path from the root to it.
+    active_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -52,6 +60,11 @@ class Message(models.Model):
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    # The turn this one answers or follows; siblings (same parent) are versions.
+    # Deleting a message deletes its subtree.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
@@ -148,7 +161,8 @@ class Quota(models.Model):
 
 
 class UsageRecord(models.Model):
-    """The ledger: one row per reply, kept when the message is deleted."""
+    """The ledger: one row per generation (a reply, a continuation of it, a title),
+    kept when the message is deleted."""
 
     class CostSource(models.TextChoices):
         PROVIDER = "provider"
@@ -157,13 +171,14 @@ class UsageRecord(models.Model):
 
     class Purpose(models.TextChoices):
         REPLY = "reply"
+        CONTINUATION = "continue", "continuation of a reply"
         TITLE = "title", "conversation title"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records"
     )
-    message = models.OneToOneField(
-        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
     )
     model = models.ForeignKey(
         "providers.Model", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

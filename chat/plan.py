@@ -12,6 +12,19 @@ from providers.base import ChatRequest, Endpoint
 
 
 @dataclass(frozen=True)
+class Resume:
+    """A stopped reply being continued in place: what it holds already. The job
+    starts from it; the message's totals add the continuation to it."""
+
+    text: str
+    reasoning: str = ""
+    reasoning_seconds: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     message_id: int
     user_id: int
@@ -26,3 +39,5 @@ class Plan:
     cut_bytes: int = 256 * 1024
     cut_reason: str = "length"
     title_for: tuple | None = None  # (first question, provisional title) of a new conversation
+    ledger_id: int | None = None  # this generation's ledger row
+    resume: Resume | None = None  # set when continuing a reply

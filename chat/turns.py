@@ -1,4 +1,7 @@
-"""The database side of each chat command: check, then create the turns.
+"""The database side of each command that starts a generation: check, then write.
+
+Send, edit, regenerate and continue. A new turn goes under the branch it
+answers (chat.tree); edits and regenerations add versions and never delete.
 
 Each public function runs in one transaction and either returns the Plan for a
 generation job or raises Refused with a message for the user. Nothing is
@@ -6,62 +9,21 @@ stored when a check fails, so a refused message is never half-saved.
 """
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from chat import context
+from chat import context, thread
 from chat.governance import bounds, quotas
 from chat.live import metrics
 from chat.models import Conversation, Message, Preference, UsageRecord
-from chat.plan import Plan
+from chat.ownership import Refused, as_id, owned_message
+from chat.plan import Plan, Resume
+from chat.tree import Tree
 from providers import client
 from providers.base import ChatRequest
 from providers.models import SAMPLING_PARAMS, Model
 
 Status = Message.Status
-MAX_ID = 2**63 - 1  # the largest id a database row can have
-
-
-class Refused(Exception):
-    """A command the user may not run now; the message says why and what to do."""
-
-
-def current_user(user_id):
-    """The account as it is now (rights, groups, staff), or None once it is deactivated."""
-    return get_user_model().objects.filter(pk=user_id, is_active=True).first()
-
-
-def owned_conversation(user, conversation_id) -> Conversation | None:
-    return Conversation.objects.filter(pk=conversation_id, owner=user).first()
-
-
-def streaming_ids(conversation_id) -> list[int]:
-    return list(
-        Message.objects.filter(conversation_id=conversation_id, status=Status.STREAMING)
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
-
-
-def as_id(value, refusal: str = "That message does not exist.") -> int:
-    """A row id from a command or form: a positive integer that fits the database."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise Refused(refusal)
-    try:
-        number = int(value)
-    except ValueError:
-        raise Refused(refusal) from None
-    if not 0 < number <= MAX_ID:
-        raise Refused(refusal)
-    return number
-
-
-def owned_message(conversation: Conversation, message_id) -> Message:
-    message_id = as_id(message_id)
-    message = Message.objects.filter(pk=message_id, conversation=conversation).first()
-    if message is None:  # another user's id looks exactly like a missing one
-        raise Refused("That message does not exist.")
-    return message
+__all__ = ["Refused", "continue_reply", "edit", "regenerate", "send", "start_conversation"]
 
 
 def _clean_content(content) -> str:
@@ -98,16 +60,17 @@ def _pick_model(user, conversation: Conversation, model_id) -> Model:
     return model
 
 
-def _admit(user, conversation: Conversation) -> tuple[Preference, quotas.Allowance]:
-    """Serialise a user's starts, then refuse if this conversation is still being answered
-    or a quota (concurrency included) is used up. One query finds every running reply."""
+def _admit(user, busy: list[int] = ()) -> tuple[Preference, quotas.Allowance]:
+    """Serialise a user's starts, then refuse if a reply this one builds on (`busy`) is
+    still being written, or a quota (concurrency included) is used up. One query finds
+    every running reply."""
     preference, _ = Preference.objects.select_for_update().get_or_create(user=user)
     running = list(
         Message.objects.filter(conversation__owner=user, status=Status.STREAMING).values_list(
-            "conversation_id", flat=True
+            "pk", flat=True
         )
     )
-    if conversation.pk in running:
+    if any(pk in running for pk in busy):
         raise Refused("A reply is still being written here; stop it first.")
     try:
         return preference, quotas.check(user, len(running))
@@ -128,11 +91,10 @@ def _sampling(conversation: Conversation, model: Model) -> tuple[dict, int | Non
     return params, chosen.get("max_tokens")
 
 
-def _history(conversation: Conversation, before_id: int | None = None) -> list[dict]:
-    messages = Message.objects.filter(conversation=conversation).exclude(content="")
-    if before_id is not None:
-        messages = messages.filter(pk__lt=before_id)
-    return [{"role": m.role, "content": m.content} for m in messages.order_by("id")]
+def _history(path: list[int]) -> list[dict]:
+    """The turns of a path (ids from the root down), as context: only this branch."""
+    messages = Message.objects.filter(pk__in=path).exclude(content="").order_by("id")
+    return [{"role": m.role, "content": m.content} for m in messages]
 
 
 def _bounds(conversation, model, prompt, allowance) -> bounds.Bounds:
@@ -150,7 +112,7 @@ def _bounds(conversation, model, prompt, allowance) -> bounds.Bounds:
         raise Refused(quotas.no_room_message(str(no_room))) from None
 
 
-def _plan(conversation, model, assistant: Message, prompt, limits, title_for=None) -> Plan:
+def _plan(conversation, model, reply: Message, prompt, limits, **extra) -> Plan:
     params, _ = _sampling(conversation, model)
     request = ChatRequest(
         model=model.remote_id,
@@ -162,9 +124,11 @@ def _plan(conversation, model, assistant: Message, prompt, limits, title_for=Non
         reasoning_control=model.reasoning,
         reasoning_effort=(conversation.settings or {}).get("reasoning_effort")
         or model.reasoning_effort,
+        continues=extra.get("resume") is not None,
+        continue_mode=model.continue_mode,
     )
     return Plan(
-        message_id=assistant.pk,
+        message_id=reply.pk,
         user_id=conversation.owner_id,
         conversation_id=conversation.pk,
         provider_name=model.provider.name,
@@ -176,7 +140,8 @@ def _plan(conversation, model, assistant: Message, prompt, limits, title_for=Non
         cut_tokens=limits.cut_tokens,
         cut_bytes=limits.cut_bytes,
         cut_reason=limits.cut_reason,
-        title_for=title_for,
+        ledger_id=reply.ledger_id,
+        **extra,
     )
 
 
@@ -188,27 +153,20 @@ def _build_prompt(conversation, model, history):
         raise Refused(str(error)) from None
 
 
-def _new_reply(conversation, model, prompt, limits: bounds.Bounds) -> Message:
-    """The reply's row and its ledger row, both from the first moment.
+def _ledger_row(reply: Message, model, prompt, limits: bounds.Bounds, purpose) -> UsageRecord:
+    """A generation's ledger row, from its first moment.
 
-    Until the reply ends, its ledger row holds the most it may use (prompt plus
-    the cut), so replies running side by side cannot spend the same quota twice.
+    Until the generation ends, the row holds the most it may use (prompt plus the
+    cut), so replies running side by side cannot spend the same quota twice.
     """
-    reply = Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status=Status.STREAMING,
-        model=model,
-        model_name=model.display_name,
-        left_out=prompt.left_out,
-    )
-    UsageRecord.objects.create(
-        user_id=conversation.owner_id,
+    return UsageRecord.objects.create(
+        user_id=reply.conversation.owner_id,
         message=reply,
         model=model,
         model_name=model.display_name,
         provider_name=model.provider.name,
         status=Status.STREAMING,
+        purpose=purpose,
         prompt_tokens=prompt.estimated_tokens,
         completion_tokens=limits.cut_tokens,
         tokens_estimated=True,
@@ -217,12 +175,28 @@ def _new_reply(conversation, model, prompt, limits: bounds.Bounds) -> Message:
         ),
         cost_source=UsageRecord.CostSource.NONE,
     )
+
+
+def _new_reply(conversation, question: Message, model, prompt, limits) -> Message:
+    """The reply's row (under `question`) and its ledger row, both from the first moment."""
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=question,
+        role=Message.Role.ASSISTANT,
+        status=Status.STREAMING,
+        model=model,
+        model_name=model.display_name,
+        left_out=prompt.left_out,
+    )
+    reply.ledger_id = _ledger_row(reply, model, prompt, limits, UsageRecord.Purpose.REPLY).pk
     return reply
 
 
-def _touch(conversation: Conversation, model: Model, preference: Preference, first_text: str = ""):
+def _touch(conversation, model, preference, leaf: Message, first_text: str = ""):
+    """The conversation now shows `leaf`'s branch and uses `model`."""
     conversation.model = model
-    fields = ["model", "updated"]
+    conversation.active_leaf = leaf
+    fields = ["model", "active_leaf", "updated"]
     if first_text and not conversation.title:
         conversation.title = first_words(first_text)
         fields.append("title")
@@ -237,83 +211,119 @@ def first_words(text: str, limit: int = 60) -> str:
     return words if len(words) <= limit else words[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
-@transaction.atomic
-def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], Plan]:
-    conversation = Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
-    content = _clean_content(content)
+def _locked(user, conversation_id) -> Conversation:
+    return Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
+
+
+def _ask(user, conversation, parent_path: list[int], content: str, model_id=None):
+    """A question under the end of `parent_path`, and its reply. Returns both and the plan."""
     model = _pick_model(user, conversation, model_id)
-    preference, allowance = _admit(user, conversation)
-    history = [*_history(conversation), {"role": "user", "content": content}]
+    preference, allowance = _admit(user, busy=parent_path[-1:])
+    history = [*_history(parent_path), {"role": "user", "content": content}]
     prompt = _build_prompt(conversation, model, history)
     limits = _bounds(conversation, model, prompt, allowance)
     question = Message.objects.create(
-        conversation=conversation, role=Message.Role.USER, content=content
+        conversation=conversation,
+        parent_id=parent_path[-1] if parent_path else None,
+        role=Message.Role.USER,
+        content=content,
     )
-    reply = _new_reply(conversation, model, prompt, limits)
+    reply = _new_reply(conversation, question, model, prompt, limits)
     first = not conversation.title
-    _touch(conversation, model, preference, content)
+    _touch(conversation, model, preference, reply, content)
     title_for = (content, conversation.title) if first else None
-    return [question, reply], _plan(conversation, model, reply, prompt, limits, title_for)
+    return [question, reply], _plan(conversation, model, reply, prompt, limits, title_for=title_for)
 
 
 @transaction.atomic
-def regenerate(user, conversation_id, model_id=None) -> tuple[list[int], Message, Plan]:
-    """Replace the last reply with a new one. Returns (removed ids, new reply, plan)."""
-    conversation = Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
-    last = conversation.messages.order_by("-id").first()
-    if last is None:
-        raise Refused("There is nothing to regenerate yet.")
-    removed = [last.pk] if last.role == Message.Role.ASSISTANT else []
-    model = _pick_model(user, conversation, model_id)
-    preference, allowance = _admit(user, conversation)
-    history = _history(conversation, before_id=last.pk if removed else None)
-    if not history or history[-1]["role"] != "user":
-        raise Refused("There is no question to answer again.")
-    prompt = _build_prompt(conversation, model, history)
-    limits = _bounds(conversation, model, prompt, allowance)
-    Message.objects.filter(pk__in=removed).delete()
-    reply = _new_reply(conversation, model, prompt, limits)
-    _touch(conversation, model, preference)
-    return removed, reply, _plan(conversation, model, reply, prompt, limits)
+def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], Plan]:
+    """A new question at the end of the branch shown, and its reply."""
+    conversation = _locked(user, conversation_id)
+    content = _clean_content(content)
+    _, path = thread.active_path(conversation)
+    return _ask(user, conversation, path, content, model_id)
 
 
 @transaction.atomic
-def edit(user, conversation_id, message_id, content) -> tuple[list[int], list[Message], Plan]:
-    """Change a question and answer it again; the turns after it are replaced."""
-    conversation = Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
+def edit(user, conversation_id, message_id, content) -> tuple[list[Message], Plan]:
+    """A new version of a question, with its own reply; the old branch stays whole."""
+    conversation = _locked(user, conversation_id)
     question = owned_message(conversation, message_id)
     if question.role != Message.Role.USER:
         raise Refused("Only your own messages can be edited.")
     content = _clean_content(content)
-    model = _pick_model(user, conversation, None)
-    preference, allowance = _admit(user, conversation)
-    history = [*_history(conversation, before_id=question.pk), {"role": "user", "content": content}]
+    parent_path = Tree.of(conversation.pk).path_to(question.parent_id)
+    return _ask(user, conversation, parent_path, content)
+
+
+@transaction.atomic
+def regenerate(user, conversation_id, message_id=None, model_id=None) -> tuple[Message, Plan]:
+    """Another version of a reply (any reply; the end of the branch shown if no id),
+    optionally by another model. The old versions stay. A question with no reply
+    yet is answered."""
+    conversation = _locked(user, conversation_id)
+    tree, path = thread.active_path(conversation)
+    target = owned_message(conversation, message_id) if message_id else None
+    if target is None and path:
+        target = Message.objects.get(pk=path[-1])
+    if target is None:
+        raise Refused("There is nothing to regenerate yet.")
+    question = target if target.role == Message.Role.USER else target.parent
+    if question is None:
+        raise Refused("There is no question to answer again.")
+    if target.is_streaming:
+        raise Refused("This reply is still being written; stop it first.")
+    model = _pick_model(user, conversation, model_id)
+    preference, allowance = _admit(user)
+    prompt = _build_prompt(conversation, model, _history(tree.path_to(question.pk)))
+    limits = _bounds(conversation, model, prompt, allowance)
+    reply = _new_reply(conversation, question, model, prompt, limits)
+    _touch(conversation, model, preference, reply)
+    return reply, _plan(conversation, model, reply, prompt, limits)
+
+
+def _continuable(conversation, message_id, tree: Tree) -> Message:
+    reply = owned_message(conversation, message_id)
+    if reply.role != Message.Role.ASSISTANT:
+        raise Refused("Only a reply can be continued.")
+    if reply.is_streaming:
+        raise Refused("This reply is already being written.")
+    if tree.children.get(reply.pk):
+        raise Refused("Only the last reply of a branch can be continued.")
+    cut_short = reply.status != Status.COMPLETE or reply.finish_reason == "length"
+    if not cut_short or not reply.content.strip():
+        raise Refused("This reply is complete; regenerate it for another version.")
+    return reply
+
+
+@transaction.atomic
+def continue_reply(user, conversation_id, message_id) -> tuple[Message, Plan]:
+    """Extend a reply that stopped short, in place, with no user turn: the partial
+    text is the prompt's tail (providers.continuation says how, per backend)."""
+    conversation = _locked(user, conversation_id)
+    tree = Tree.of(conversation.pk)
+    reply = _continuable(conversation, message_id, tree)
+    try:
+        model = _pick_model(user, conversation, reply.model_id)
+    except Refused:
+        model = _pick_model(user, conversation, None)
+    preference, allowance = _admit(user)
+    history = [
+        *_history(tree.path_to(reply.parent_id)),
+        {"role": "assistant", "content": reply.content},
+    ]
     prompt = _build_prompt(conversation, model, history)
     limits = _bounds(conversation, model, prompt, allowance)
-    later = conversation.messages.filter(pk__gt=question.pk)
-    removed = list(later.values_list("pk", flat=True))
-    later.delete()
-    question.content = content
-    question.save(update_fields=["content"])
-    reply = _new_reply(conversation, model, prompt, limits)
-    _touch(conversation, model, preference)
-    return removed, [question, reply], _plan(conversation, model, reply, prompt, limits)
-
-
-def stoppable(user, conversation_id, message_id) -> int:
-    conversation = Conversation.objects.get(pk=conversation_id, owner=user)
-    message = owned_message(conversation, message_id)
-    if message.status != Status.STREAMING:
-        raise Refused("That reply has already finished.")
-    return message.pk
-
-
-def user_streaming_ids(user_id) -> list[int]:
-    return list(
-        Message.objects.filter(conversation__owner_id=user_id, status=Status.STREAMING).values_list(
-            "pk", flat=True
-        )
-    )
+    resume = Resume(
+        reply.content, reply.reasoning, reply.reasoning_seconds, reply.prompt_tokens or 0,
+        reply.completion_tokens or 0, reply.cost,
+    )  # fmt: skip
+    purpose = UsageRecord.Purpose.CONTINUATION
+    reply.ledger_id = _ledger_row(reply, model, prompt, limits, purpose).pk
+    reply.status, reply.error_kind, reply.error_message = Status.STREAMING, "", ""
+    reply.save(update_fields=["status", "error_kind", "error_message", "updated"])
+    _touch(conversation, model, preference, reply)
+    return reply, _plan(conversation, model, reply, prompt, limits, resume=resume)
 
 
 @transaction.atomic
@@ -322,17 +332,3 @@ def start_conversation(user, content, model_id=None) -> tuple[Conversation, list
     conversation = Conversation.objects.create(owner=user)
     messages, plan = send(user, conversation.pk, content, model_id)
     return conversation, messages, plan
-
-
-def sync_state(conversation_id, after: int, streaming: list[int]):
-    """What a page that shows messages up to `after` (some of them `streaming`) is missing.
-
-    Returns (messages it shows as streaming that have since finished, messages newer
-    than `after`, ids of both kinds still streaming). Ids from elsewhere are ignored:
-    only this conversation's rows match.
-    """
-    mine = Message.objects.filter(conversation_id=conversation_id)
-    finished = list(mine.filter(pk__in=streaming).exclude(status=Status.STREAMING))
-    newer = list(mine.filter(pk__gt=after).order_by("id")[:200])
-    still = mine.filter(pk__in=[*streaming, *(m.pk for m in newer)], status=Status.STREAMING)
-    return finished, newer, list(still.values_list("pk", flat=True))

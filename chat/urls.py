@@ -9,6 +9,7 @@ urlpatterns = [
     path("c/import", views.import_conversation, name="import_conversation"),
     path("c/<uuid:conversation_id>/", views.conversation, name="conversation"),
     path("c/<uuid:conversation_id>/earlier", views.earlier_messages, name="earlier"),
+    path("c/<uuid:conversation_id>/fork/<int:message_id>", views.fork, name="fork"),
     path("c/<uuid:conversation_id>/rename", views.rename, name="rename"),
     path("c/<uuid:conversation_id>/pin", views.pin, name="pin"),
     path("c/<uuid:conversation_id>/delete", views.delete, name="delete"),

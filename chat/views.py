@@ -12,13 +12,12 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from chat import export, settings_form, turns
+from chat import branches, export, settings_form, thread, turns
 from chat.live import jobs
 from chat.models import Conversation, Message, Preference
 from providers.models import Model
 
 SIDEBAR_PAGE = 50
-THREAD_PAGE = 40
 MAX_SEARCH_CHARS = 200
 
 
@@ -103,17 +102,13 @@ async def new_chat(request):
 @login_required
 @require_GET
 def conversation(request, conversation_id):
+    """The branch the conversation shows (chat.thread): its last messages, and a loader."""
     conversation = _owned(request, conversation_id)
-    messages = list(
-        conversation.messages.order_by("-id")[: THREAD_PAGE + 1]
-    )  # newest first, then reversed
-    earlier = len(messages) > THREAD_PAGE
-    messages = list(reversed(messages[:THREAD_PAGE]))
+    shown = thread.window(conversation)
     context = _page_context(request, conversation)
     context.update(
-        messages=messages,
-        earlier_before=messages[0].pk if earlier and messages else None,
-        last_id=messages[-1].pk if messages else None,
+        messages=shown.messages,
+        earlier_before=shown.earlier_before,
         settings_form=settings_form.for_conversation(conversation),
     )
     return render(request, "chat/page.html", context)
@@ -127,18 +122,26 @@ def earlier_messages(request, conversation_id):
         before = int(request.GET.get("before", ""))
     except ValueError:
         raise Http404 from None
-    messages = list(conversation.messages.filter(pk__lt=before).order_by("-id")[: THREAD_PAGE + 1])
-    earlier = len(messages) > THREAD_PAGE
-    messages = list(reversed(messages[:THREAD_PAGE]))
-    return render(
-        request,
-        "chat/_earlier.html",
-        {
-            "messages": messages,
-            "conversation": conversation,
-            "earlier_before": messages[0].pk if earlier and messages else None,
-        },
-    )
+    shown = thread.earlier(conversation, before)
+    context = {
+        "messages": shown.messages,
+        "conversation": conversation,
+        "earlier_before": shown.earlier_before,
+    }
+    return render(request, "chat/_earlier.html", context)
+
+
+@login_required
+@require_POST
+def fork(request, conversation_id, message_id):
+    """Branch into a new conversation: the path from the root down to this message."""
+    try:
+        copy = branches.fork(request.user, conversation_id, message_id)
+    except Conversation.DoesNotExist:
+        raise Http404 from None
+    except turns.Refused as refusal:
+        return HttpResponse(str(refusal), status=409)
+    return HttpResponseClientRedirect(reverse("conversation", args=[copy.pk]))
 
 
 @login_required

@@ -42,6 +42,10 @@ class ChatRequest:
     raw_prompt: bool = False  # Workers AI: send a rendered prompt instead of messages
     reasoning_control: str = ""  # "effort" or "switch": how to pass reasoning_effort, if at all
     reasoning_effort: str = ""  # "off", "low", "medium", "high", or "" for the backend's default
+    # The last message is a partial assistant reply to extend in place (providers.continuation);
+    # chat backends take it as "prefill" or with a hidden "instruction".
+    continues: bool = False
+    continue_mode: str = "instruction"
 
 
 @dataclass(frozen=True)

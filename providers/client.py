@@ -46,7 +46,8 @@ def stream(endpoint: Endpoint, request: ChatRequest):
 
 def _prompt_opens_thinking(endpoint: Endpoint, request: ChatRequest) -> bool:
     raw = endpoint.wire_format == "llamacpp" or request.raw_prompt
-    return raw and prompt_formats.opens_thinking(request.prompt_format)
+    # A continued reply's prompt ends inside its answer, not in an opened thinking block.
+    return raw and not request.continues and prompt_formats.opens_thinking(request.prompt_format)
 
 
 async def complete(endpoint: Endpoint, request: ChatRequest):

@@ -37,7 +37,9 @@ def _url(endpoint: Endpoint, path: str) -> str:
 
 
 def _body(request: ChatRequest, stream: bool) -> dict:
-    prompt, stops = render(request.prompt_format or "chatml", request.messages)
+    prompt, stops = render(
+        request.prompt_format or "chatml", request.messages, open_last=request.continues
+    )
     body = {
         "prompt": prompt,
         "n_predict": request.max_tokens if request.max_tokens else -1,

@@ -30,6 +30,12 @@ REASONING_CONTROLS = [
     ("effort", "reasoning_effort (low, medium, high)"),
     ("switch", "chat_template_kwargs.enable_thinking (on or off)"),
 ]
+# How "Continue" extends a stopped reply on a chat-messages backend (see
+# providers.continuation); /completion prompt formats always prefill.
+CONTINUE_MODES = [
+    ("instruction", "a hidden instruction after the partial reply (works everywhere)"),
+    ("prefill", "the partial reply as the final assistant message (vLLM, llama.cpp, Ollama)"),
+]
 REASONING_EFFORTS = [
     ("off", "Off"),
     ("low", "Low"),
@@ -152,6 +158,14 @@ class Model(models.Model):
         blank=True,
         choices=REASONING_EFFORTS,
         help_text="The default effort; a conversation may choose another. Blank: the backend's.",
+    )
+    continue_mode = models.CharField(
+        "how to continue a reply",
+        max_length=12,
+        choices=CONTINUE_MODES,
+        default="instruction",
+        help_text="For chat-messages backends. Prefill continues the text itself; use it "
+        "where the backend supports a final assistant message.",
     )
     context_window = models.PositiveIntegerField(null=True, blank=True)
     default_max_tokens = models.PositiveIntegerField(null=True, blank=True)

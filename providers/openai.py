@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from decimal import Decimal, InvalidOperation
 
-from providers import http, reasoning
+from providers import continuation, http, reasoning
 from providers.base import (
     ChatRequest,
     Completion,
@@ -37,12 +37,14 @@ def _url(endpoint: Endpoint) -> str:
 
 
 def _body(endpoint: Endpoint, request: ChatRequest, stream: bool) -> dict:
+    messages, continuing = continuation.chat_messages(request)
     body = {
         "model": request.model,
-        "messages": request.messages,
+        "messages": messages,
         "max_tokens": request.max_tokens,
         "stream": stream,
         **request.params,
+        **continuing,
     }
     body.update(_reasoning(request))
     if request.stop:

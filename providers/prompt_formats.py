@@ -130,8 +130,11 @@ def neutralize(text: str, markers: tuple[str, ...]) -> str:
     return text
 
 
-def render(format_key: str, messages: list[dict]) -> tuple[str, list[str]]:
-    """Write `messages` ({"role", "content"}) out as one prompt; return it and the stops."""
+def render(format_key: str, messages: list[dict], open_last: bool = False) -> tuple[str, list[str]]:
+    """Write `messages` ({"role", "content"}) out as one prompt; return it and the stops.
+
+    `open_last`: the last message is a partial assistant reply to continue, so the
+    prompt ends inside it (no end marker, no new generation prompt)."""
     fmt = FORMATS[format_key]
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     system = neutralize(system, fmt.markers) or fmt.default_system
@@ -146,6 +149,9 @@ def render(format_key: str, messages: list[dict]) -> tuple[str, list[str]]:
             if index == 0 and system and fmt.merge_system:
                 content = fmt.merge_system.format(system=system, content=content)
             parts.append(fmt.user.replace("{content}", content))
+        elif open_last and index == len(turns) - 1:
+            parts.append(fmt.assistant.split("{content}")[0] + content)
+            return "".join(parts), list(fmt.stop)
         else:
             parts.append(fmt.assistant.replace("{content}", content))
     parts.append(fmt.generation)

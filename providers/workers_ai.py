@@ -10,7 +10,7 @@ non-streamed reply is `{"result": {"response": ...}, "success": true, "errors": 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from providers import http, reasoning
+from providers import continuation, http, reasoning
 from providers.base import (
     ChatRequest,
     Completion,
@@ -34,10 +34,12 @@ def _account_url(endpoint: Endpoint, path: str) -> str:
 def _body(request: ChatRequest, stream: bool) -> dict:
     body: dict = {"stream": stream, **request.params}
     if request.raw_prompt:
-        body["prompt"], _ = render(request.prompt_format or "chatml", request.messages)
+        body["prompt"], _ = render(
+            request.prompt_format or "chatml", request.messages, open_last=request.continues
+        )
         body["raw"] = True
     else:
-        body["messages"] = request.messages
+        body["messages"], _ = continuation.chat_messages(request, can_prefill=False)
     if request.max_tokens:
         body["max_tokens"] = request.max_tokens
     return body

@@ -121,7 +121,9 @@ async def test_the_last_chosen_model_becomes_the_default_for_new_conversations(
     await second.close()
 
 
-async def test_edit_and_resend_replaces_the_later_turns(owner, chat_model, fake):
+async def test_edit_and_resend_answers_the_new_version_and_keeps_the_old_turns(
+    owner, chat_model, fake
+):
     tab = Socket(owner, await new_conversation(owner, chat_model))
     await tab.open()
     for question in ("first question", "second question"):
@@ -137,14 +139,18 @@ async def test_edit_and_resend_replaces_the_later_turns(owner, chat_model, fake)
             Message.objects.filter(conversation=tab.conversation).values_list("role", "content")
         )
     )()
-    assert thread == [("user", "better question"), ("assistant", "Hello, world! Ça va 🙂?")]
+    answer = ("assistant", "Hello, world! Ça va 🙂?")
+    assert thread == [
+        ("user", "first question"), answer, ("user", "second question"), answer,
+        ("user", "better question"), answer,
+    ]  # fmt: skip
     streamed = [r for r in fake.requests if r.body and r.body.get("stream")]
     sent = streamed[-1].body["messages"]
     assert [m["content"] for m in sent] == ["better question"]
     await tab.close()
 
 
-async def test_regenerate_replaces_the_last_reply(owner, chat_model, fake):
+async def test_regenerate_adds_a_version_of_the_last_reply(owner, chat_model, fake):
     tab = Socket(owner, await new_conversation(owner, chat_model))
     await tab.open()
     await tab.send(command="send", content="q")
@@ -155,7 +161,8 @@ async def test_regenerate_replaces_the_last_reply(owner, chat_model, fake):
     await tab.until_final()
     new = await latest_reply(tab.conversation)
     assert new.pk != old.pk and new.content == "another answer"
-    assert await count_messages(conversation=tab.conversation) == 2
+    assert new.parent_id == old.parent_id  # a sibling: the old one stays as a version
+    assert await count_messages(conversation=tab.conversation) == 3
     await tab.close()
 
 

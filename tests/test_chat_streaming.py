@@ -186,10 +186,11 @@ async def test_a_restart_marks_orphaned_replies_interrupted_and_keeps_their_text
 
     @sync_to_async
     def orphan():
-        Message.objects.create(conversation=conversation, role="user", content="Tell me")
+        question = Message.objects.create(conversation=conversation, role="user", content="Tell me")
         message = Message.objects.create(
-            conversation=conversation, role="assistant", status="streaming", content="half a"
-        )
+            conversation=conversation, parent=question, role="assistant", status="streaming",
+            content="half a",
+        )  # fmt: skip
         # A dead process stopped touching its row long ago.
         Message.objects.filter(pk=message.pk).update(updated=timezone.now() - timedelta(minutes=5))
         return message

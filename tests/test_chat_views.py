@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from itertools import pairwise
 
 import pytest
 from django.db import connection
@@ -27,13 +28,19 @@ def bobs_chat(make_user, chat_model):
 
 
 def with_messages(owner, model, count) -> Conversation:
+    """One branch of `count` messages, each following the one before."""
     conversation = Conversation.objects.create(owner=owner, title=f"{count} messages", model=model)
-    Message.objects.bulk_create(
+    rows = Message.objects.bulk_create(
         Message(
             conversation=conversation, role="user" if i % 2 else "assistant", content=f"m{i} **x**"
         )
         for i in range(count)
     )
+    for parent, row in pairwise(rows):
+        row.parent_id = parent.pk
+    Message.objects.bulk_update(rows, ["parent"], batch_size=500)
+    conversation.active_leaf = rows[-1]
+    conversation.save(update_fields=["active_leaf"])
     return conversation
 
 

@@ -89,6 +89,7 @@ def test_admin_adds_tests_syncs_enables_and_restricts_without_ever_showing_the_k
         "allowed_groups": [staff.pk],
         "accepted_params": "[]",
         "param_defaults": "{}",
+        "continue_mode": "prefill",
     }
     response = admin_client.post(f"/admin/providers/model/{large.pk}/change/", form, follow=True)
     pages.append(response)

@@ -3,13 +3,13 @@ in every process on the shared channel layer."""
 
 from asgiref.sync import async_to_sync
 
-from chat import turns
+from chat import ownership
 from chat.db import db_async
 from chat.live import events
 
 
 async def end_live_sessions(user_id: int):
-    for message_id in await db_async(turns.user_streaming_ids)(user_id):
+    for message_id in await db_async(ownership.user_streaming_ids)(user_id):
         await events.stop_job(message_id)
     await events.disconnect_user(user_id)
 

@@ -7,7 +7,7 @@ database ids, and a `sync` naming more replies than a page can be streaming.
 
 import json
 
-from chat import turns
+from chat import ownership
 
 MAX_JSON_DEPTH = 8  # commands are flat objects; anything deeper is not one of ours
 MAX_SYNC_IDS = 50  # a page streams at most a few replies at once
@@ -50,7 +50,18 @@ def sync_ids(content: dict) -> tuple[int, list[int]]:
     """What a `sync` says the page shows: the newest id and the ids still streaming."""
     after, streaming = content.get("after") or 0, content.get("streaming") or []
     if not isinstance(streaming, list) or len(streaming) > MAX_SYNC_IDS:
-        raise turns.Refused(INVALID)
-    return (turns.as_id(after, INVALID) if after else 0), [
-        turns.as_id(i, INVALID) for i in streaming
+        raise ownership.Refused(INVALID)
+    return (ownership.as_id(after, INVALID) if after else 0), [
+        ownership.as_id(i, INVALID) for i in streaming
     ]
+
+
+def count(value) -> int | None:
+    """A confirmed count (of messages to delete), or None if there is none to read."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if 0 < number <= ownership.MAX_ID else None

@@ -16,11 +16,11 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from chat import turns
+from chat import branches, ownership, thread, turns
 from chat.db import db_async
 from chat.live import commands, events, jobs, presence
 from chat.live.follower import FORWARD, RESYNC, ReplyFollower
-from chat.models import Message
+from chat.models import Conversation, Message
 
 log = logging.getLogger(__name__)
 CLOSE_NOT_FOUND = 4404
@@ -36,10 +36,27 @@ def _run(command, *args):
 @db_async
 def _as_user(user_id, command, *args):
     """Run a turns command as the account is now: a demotion counts from the next command."""
-    user = turns.current_user(user_id)
+    user = ownership.current_user(user_id)
     if user is None:
         raise turns.Refused("Your account was deactivated.")
     return command(user, *args)
+
+
+def _streaming_shown(conversation_id) -> list[int]:
+    return thread.streaming_on_path(Conversation.objects.get(pk=conversation_id))
+
+
+def _catch_up(conversation_id, after: int, streaming: list[int]) -> thread.Catchup:
+    return thread.catch_up(Conversation.objects.get(pk=conversation_id), after, streaming)
+
+
+def _redraw(conversation_id, showing, new_reply) -> tuple[list[str], list[int]]:
+    """The thread's frames, and the replies in it still streaming that sockets must
+    fetch afresh (not `new_reply`, which every socket follows from its first delta)."""
+    conversation = Conversation.objects.get(pk=conversation_id)
+    window = thread.window(conversation, showing)
+    resync = [m.pk for m in window.messages if m.is_streaming and m.pk != new_reply]
+    return events.thread_frames(conversation, window, showing), resync
 
 
 @db_async
@@ -75,7 +92,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=presence.CLOSE_SIGNED_OUT)
             return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.conversation = await _run(turns.owned_conversation, user, conversation_id)
+        self.conversation = await _run(ownership.owned_conversation, user, conversation_id)
         if self.conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
@@ -91,7 +108,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         presence.join(self.channel_name, presence.Presence(user.pk, key, auth_hash, self))
         await self._join_groups()
         self.keeper = asyncio.create_task(self._keep_membership())
-        for message_id in await _run(turns.streaming_ids, self.conversation.pk):
+        for message_id in await _run(_streaming_shown, self.conversation.pk):
             await self.resync(message_id)
 
     async def disconnect(self, code):
@@ -151,46 +168,82 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.begin(plan, append=messages)
 
     async def command_continue(self, content):
-        await self.command_send({**content, "content": "Continue from where you stopped."})
+        """Extend a reply that stopped short, in place (chat.turns.continue_reply)."""
+        reply, plan = await _as_user(
+            self.user.pk, turns.continue_reply, self.conversation.pk, content.get("message_id")
+        )
+        frames = await db_async(events.message_frames)(reply)
+        await events.publish_thread(self.conversation.pk, frames)
+        jobs.start(plan)
 
     async def command_regenerate(self, content):
-        removed, reply, plan = await _as_user(
-            self.user.pk, turns.regenerate, self.conversation.pk, content.get("model")
-        )
-        await self.begin(plan, remove=removed, append=[reply])
+        reply, plan = await _as_user(
+            self.user.pk, turns.regenerate, self.conversation.pk, content.get("message_id"),
+            content.get("model"),
+        )  # fmt: skip
+        await self.redraw(showing=reply.pk, new_reply=reply.pk)
+        jobs.start(plan)
 
     async def command_edit(self, content):
-        removed, messages, plan = await _as_user(
+        messages, plan = await _as_user(
             self.user.pk, turns.edit, self.conversation.pk, content.get("message_id"),
             content.get("content"),
         )  # fmt: skip
-        # The edited question is re-rendered in place of its old self.
-        await self.begin(plan, remove=[*removed, messages[0].pk], append=messages)
+        question, reply = messages
+        await self.redraw(showing=question.pk, new_reply=reply.pk)
+        jobs.start(plan)
+
+    async def command_switch(self, content):
+        """Show another version: saved, so every tab and every reload shows it too."""
+        shown = await _as_user(
+            self.user.pk, branches.switch, self.conversation.pk, content.get("message_id")
+        )
+        await self.redraw(showing=shown)
+
+    async def command_delete(self, content):
+        """First ask (how many messages go, hidden branches included), then delete."""
+        confirmed = commands.count(content.get("confirm"))
+        doomed, deleted = await _as_user(
+            self.user.pk, branches.delete, self.conversation.pk, content.get("message_id"),
+            confirmed,
+        )  # fmt: skip
+        if not deleted:
+            await self.send_frames(events.confirm_delete_frames(doomed))
+            return
+        await self.redraw()
+        await self.send_frames(events.notice_frames(f"Deleted {doomed.describe()}.", "info"))
 
     async def command_sync(self, content):
         """The page says what it shows (sent on every connect); fill in what it missed."""
         after, streaming = commands.sync_ids(content)
-        finished, newer, still = await _run(
-            turns.sync_state, self.conversation.pk, after, streaming
-        )
-        for message in finished:
+        catchup = await _run(_catch_up, self.conversation.pk, after, streaming)
+        if catchup.redraw:  # it shows a branch no longer chosen: draw the chosen one
+            frames, resync = await _run(_redraw, self.conversation.pk, None, None)
+            await self.thread_redraw({"frames": frames, "resync": resync})
+            return
+        for message in catchup.finished:
             await self.send_frames(await db_async(events.message_frames)(message))
-        if newer:
-            await self.send_frames(await db_async(events.append_frames)(newer))
-        for message_id in still:
+        if catchup.newer:
+            await self.send_frames(await db_async(events.append_frames)(catchup.newer))
+        for message_id in catchup.streaming:
             await self.resync(message_id)
 
     async def command_stop(self, content):
         message_id = await _as_user(
-            self.user.pk, turns.stoppable, self.conversation.pk, content.get("message_id")
+            self.user.pk, ownership.stoppable, self.conversation.pk, content.get("message_id")
         )
         await events.stop_job(message_id)
 
-    async def begin(self, plan, remove=(), append=()):
-        """Show the change on every tab of this conversation, then start the job."""
-        frames = events.remove_frames(remove) + await db_async(events.append_frames)(list(append))
+    async def begin(self, plan, append=()):
+        """Show the new turns on every tab of this conversation, then start the job."""
+        frames = await db_async(events.append_frames)(list(append))
         await events.publish_thread(self.conversation.pk, frames)
         jobs.start(plan)
+
+    async def redraw(self, showing=None, new_reply=None):
+        """Draw the thread again on every tab: another branch is shown."""
+        frames, resync = await _run(_redraw, self.conversation.pk, showing, new_reply)
+        await events.publish_redraw(self.conversation.pk, frames, resync)
 
     async def notice(self, text: str):
         await self.send_frames(events.notice_frames(text))
@@ -202,6 +255,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # --- events from the channel layer ---------------------------------------------------
     async def thread_html(self, event):
         await self.send_frames(event["frames"])
+
+    async def thread_redraw(self, event):
+        """Another branch drawn: its replies still streaming are fetched afresh, as on a
+        reload, so they show live with no gap and no repeat."""
+        await self.send_frames(event["frames"])
+        for message_id in event["resync"]:
+            self.follower.done(message_id)
+            await self.resync(message_id)
 
     async def gen_delta(self, event):
         message_id = event["message_id"]

@@ -139,12 +139,28 @@ def fresh_connection_on_failure(function):
     return wrapper
 
 
+def with_earlier_part(resume, fields: dict) -> dict:
+    """A continued reply's totals: its earlier part's tokens and cost plus this one's
+    (the ledger row counts only this generation)."""
+    if resume is None:
+        return fields
+    totals = dict(fields)
+    totals["completion_tokens"] = (fields.get("completion_tokens") or 0) + resume.completion_tokens
+    if resume.cost is not None and fields.get("cost") is not None:
+        totals["cost"] = fields["cost"] + resume.cost
+    if totals.get("reasoning_seconds") is None:
+        totals["reasoning_seconds"] = resume.reasoning_seconds
+    return totals
+
+
 @db_async
 @fresh_connection_on_failure
-def save_final(message_id: int, fields: dict, ledger: dict):
+def save_final(plan, fields: dict, ledger: dict):
     with transaction.atomic():
-        Message.objects.filter(pk=message_id).update(**fields)
-        UsageRecord.objects.filter(message_id=message_id).update(**ledger)
+        Message.objects.filter(pk=plan.message_id).update(**with_earlier_part(plan.resume, fields))
+        rows = UsageRecord.objects.filter(message_id=plan.message_id)
+        rows = rows.filter(pk=plan.ledger_id) if plan.ledger_id else rows
+        rows.update(**ledger)
 
 
 @db_async
@@ -170,7 +186,7 @@ def _values(job) -> tuple[dict, dict]:
 async def _save(job, fields: dict, ledger: dict) -> bool:
     for attempt in range(FINAL_SAVE_ATTEMPTS):
         try:
-            await save_final(job.message_id, fields, ledger)
+            await save_final(job.plan, fields, ledger)
             return True
         except DatabaseError as error:
             log.warning(

@@ -27,6 +27,7 @@ from django.utils.safestring import SafeString
 from chat.markdown.live import LiveMarkdown
 from chat.markdown.whole import markdown_parts
 from chat.models import Message
+from chat.tree import annotate_one
 
 log = logging.getLogger(__name__)
 TEMPLATE = "chat/live.html"
@@ -165,6 +166,8 @@ def _deferred_parts(message: Message, plain: bool) -> list[tuple[str, list]]:
 
 
 def _whole(message: Message, partial: str, **context) -> list[str]:
+    if not hasattr(message, "versions"):
+        annotate_one(message)  # its "‹ 2 / 3 ›" controls
     html = _render(partial, message=message, messages=[message], **context)
     if _fits(html):
         return [html]
@@ -209,6 +212,21 @@ def remove_frames(ids) -> list[str]:
     return [_render("remove", ids=ids)] if ids else []
 
 
+def thread_frames(conversation, window, showing: int | None = None) -> list[str]:
+    """The whole thread drawn again (another branch is shown): a window of the active
+    path (chat.thread.window), with the loader for what is above it; the page keeps
+    `showing` (the version just chosen) in view."""
+    clear = _render(
+        "thread", conversation=conversation, earlier_before=window.earlier_before, showing=showing
+    )
+    return _pack([clear, *append_frames(window.messages)])
+
+
+def confirm_delete_frames(doomed) -> list[str]:
+    """The question asked before a message and its subtree go (chat.branches.Doomed)."""
+    return [_render("confirm-delete", doomed=doomed)]
+
+
 def notice_frames(text: str, kind: str = "error") -> list[str]:
     """An error stays until dismissed; `info` fades on its own."""
     return [_render("notice", text=text, kind=kind)]
@@ -232,6 +250,14 @@ async def _group_send(group: str, event: dict):
 async def publish_thread(conversation_id, frames: list[str]):
     """Page HTML for every tab on the conversation: new or removed messages, a title."""
     event = {"type": "thread.html", "frames": frames}
+    await _group_send(conversation_group(conversation_id), event)
+
+
+async def publish_redraw(conversation_id, frames: list[str], resync: list[int]):
+    """The thread drawn again on every tab (another branch): `resync` lists the replies
+    still streaming in it, which each socket must fetch afresh (a snapshot) to show them
+    live with no gap."""
+    event = {"type": "thread.redraw", "frames": frames, "resync": resync}
     await _group_send(conversation_group(conversation_id), event)
 
 

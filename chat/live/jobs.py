@@ -2,17 +2,15 @@
 
 A job reads the provider's stream, keeps the growing text and thinking (within
 the reply's caps), and publishes numbered, coalesced deltas through
-chat.live.events: the first token at once, then one batch per interval (see
-Pace). Each delta is rendered once, for every socket: the thinking added, the
-Markdown blocks just frozen, and the tail as it is now (chat.markdown.live). Sockets only
-subscribe, so closing a tab does not stop a reply. The partial-text saver
-(chat.live.saver) saves it about once a second; chat.live.ending saves and
-announces how it ended.
+chat.live.events: the first token at once, then one batch per interval (Pace),
+each rendered once for every socket (chat.markdown.live). Sockets only
+subscribe, so closing a tab does not stop a reply. chat.live.saver saves the
+text about once a second; chat.live.ending saves and announces how it ended.
+A job may also continue a reply in place (Plan.resume): it starts from its text.
 
-Each job also listens on its own group for two commands that may come from any
-process: stop (cancel the stream, which closes the upstream connection) and
-snapshot (send the reply as published so far and its sequence number to a socket
-that is joining, so it can drop deltas it already has).
+Each job listens on its own group for two commands from any process: stop
+(cancel the stream, closing the upstream connection) and snapshot (the reply
+as published so far, with its sequence number, for a socket that is joining).
 """
 
 import asyncio
@@ -72,18 +70,20 @@ class Job:
         self.stop_requested = False
         self.started = time.monotonic()
         self.first_token_at: float | None = None
-        self.done = False
-        self.wakeup = asyncio.Event()
+        self.done, self.wakeup = False, asyncio.Event()
         self.task: asyncio.Task | None = None
-        self.saved_chars = 0
-        self.last_save = time.monotonic()
-        self.deltas = 0  # text events received: about one token each
-        self.chars = 0
-        self.bytes = 0
+        self.saved_chars, self.last_save = 0, time.monotonic()
+        self.deltas = self.chars = self.bytes = 0  # text events (about one token each), size
         self.cut_note = ""  # why the reply was cut short, when it was
         self.last_flush = 0.0
-        self.last_parse = 0.0  # when the tail last needed the Markdown parser
+        self.last_parse = float("-inf")  # when the tail last needed the Markdown parser
         self.failed = False
+        if resume := plan.resume:  # continuing a reply: start from its text, drawn again
+            self.answer, self.thought = [resume.text], [resume.reasoning][: bool(resume.reasoning)]
+            self.thought_shown, self.thinking_seconds = list(self.thought), resume.reasoning_seconds
+            self.bytes = len(resume.text.encode()) + len(resume.reasoning.encode())
+            self.reset = self.answer_changed = True  # at once, so a late joiner sees it whole
+            self.wakeup.set()
 
     @property
     def message_id(self) -> int:
@@ -233,7 +233,7 @@ class Job:
         self.reset = False
         self.seq += 1
         now = time.monotonic()
-        if self.seq == 1:
+        if self.seq == 1 and self.first_token_at is not None:
             metrics.RELAY_ADDED.observe(now - self.first_token_at)
         else:
             metrics.FRAME_GAP.observe(now - self.last_flush)

@@ -41,7 +41,8 @@ def recover_orphans(running_ids) -> list[Message]:
     )
     # The ledger keeps what was spent; tokens are estimated from the text kept.
     for message in Message.objects.filter(pk__in=ids).only("pk", "content"):
-        UsageRecord.objects.filter(message_id=message.pk).update(
+        # Only the generation that was running (a continued reply has earlier rows).
+        UsageRecord.objects.filter(message_id=message.pk, status=Message.Status.STREAMING).update(
             status=Message.Status.INTERRUPTED,
             completion_tokens=len(message.content) // 4,
             tokens_estimated=True,

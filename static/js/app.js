@@ -132,6 +132,7 @@
       copyText(body.innerText, target);
     }
     if (target.closest(".notice-close")) target.closest(".notice").remove();
+    if (target.hasAttribute("data-dismiss-confirm")) target.closest(".confirm-slot").innerHTML = "";
     if (target.id === "jump-latest") {
       scrollThread(true);
       if (composer()) composer().focus();
@@ -159,6 +160,43 @@
       if (other !== opened) other.open = false;
     });
   }, true);
+
+  // After another branch is drawn, keep the version just chosen in view, and give
+  // the keyboard back the "‹" or "›" it pressed (or the other one, at the end).
+  var versionKey = null;
+  document.addEventListener("htmx:wsBeforeSend", function (event) {
+    var active = document.activeElement;
+    versionKey = active && active.closest && active.closest(".versions")
+      ? (active.classList.contains("version-prev") ? "version-prev" : "version-next") : null;
+  });
+  function keepBranchInView() {
+    var marker = $("#thread-focus");
+    if (!marker) return false;
+    var article = document.getElementById(marker.dataset.focus);
+    marker.remove();
+    if (!article) return false;
+    article.scrollIntoView({ block: "nearest" });
+    var thread = $("#thread");
+    if (thread) setFollowing(thread, nearBottom(thread));
+    if (versionKey) {
+      var other = versionKey === "version-prev" ? "version-next" : "version-prev";
+      var button = article.querySelector("." + versionKey + ":not([disabled])") ||
+        article.querySelector("." + other + ":not([disabled])");
+      if (button) button.focus();
+      versionKey = null;
+    }
+    return true;
+  }
+
+  function showNotice(text) {
+    var notices = $("#notices");
+    if (!notices) return;
+    var notice = document.createElement("div");
+    notice.className = "notice error";
+    notice.setAttribute("role", "alert");
+    notice.textContent = text;
+    notices.appendChild(notice);
+  }
 
   document.addEventListener("change", function (event) {
     if (event.target.hasAttribute("data-autosubmit")) event.target.form.submit();
@@ -227,9 +265,15 @@
     clearComposerIfShown();
     reopenThoughts();
     addCodeButtons(document.getElementById("thread"));
+    if (keepBranchInView()) return;
     var thread = $("#thread");
     if (thread && thread.dataset.stick === "no") { var jump = $("#jump-latest"); if (jump) jump.hidden = false; }
     scrollThread(false);
+  });
+  // A refused button request (branching from a reply still being written) says why.
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    showNotice(xhr && xhr.status < 500 && xhr.responseText ? xhr.responseText : "That did not work; try again.");
   });
   document.addEventListener("htmx:afterSwap", armNotices);
   document.addEventListener("htmx:wsAfterSend", function (event) {

@@ -45,19 +45,29 @@ def test_a_refused_send_keeps_the_text_and_its_error_stays_until_dismissed(page,
     assert page.locator("#notices").get_attribute("aria-live") is None  # no double reading
 
 
-def test_regenerate_and_continue_show_only_where_they_act(page, chat_model, fake):
+def test_regenerate_acts_on_any_reply_and_continue_only_at_the_end_of_a_branch(
+    page, chat_model, fake
+):
+    fake.configure(tokens=["w "] * 300, token_interval=0.02)
     sign_up(page)
     send(page, "one")
-    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    expect(page.locator(".stream-text")).to_contain_text("w w")
+    page.keyboard.press("Escape")
+    expect(last_reply(page)).to_have_attribute("data-status", "stopped")
+    fake.configure(tokens=["done"], token_interval=0.0)
     send(page, "two")
     expect(page.locator("article.msg.assistant")).to_have_count(2)
     expect(last_reply(page)).to_have_attribute("data-status", "complete")
     replies = page.locator("article.msg.assistant")
-    expect(replies.first.locator(".regen-btn")).to_be_hidden()
-    expect(replies.last.locator(".regen-btn")).to_be_visible()
+    expect(replies.first.locator(".regen-btn")).to_be_visible()
+    expect(replies.first.locator(".continue-btn")).to_be_hidden()  # it has turns below it
     page.reload()
-    expect(page.locator("article.msg.assistant").first.locator(".regen-btn")).to_be_hidden()
-    expect(page.locator("article.msg.assistant .regen-btn:visible")).to_have_count(1)
+    expect(page.locator("article.msg.assistant .regen-btn:visible")).to_have_count(2)
+    fake.configure(tokens=["again"])
+    page.locator("article.msg.assistant").first.locator(".regen-btn").click()
+    expect(page.locator("article.msg.assistant")).to_have_count(1)  # the new branch
+    expect(last_reply(page)).to_contain_text("again")
+    expect(last_reply(page).locator(".versions")).to_contain_text("2 / 2")
 
 
 def test_a_model_that_became_unavailable_is_named_and_another_must_be_picked(

@@ -1,0 +1,85 @@
+"""Reading the thread a conversation shows: its active path, a window of it for
+the page, and what a reconnecting page missed. Fixed queries whatever the
+conversation's size: one for its shape (chat.tree), one for the messages shown.
+"""
+
+from dataclasses import dataclass
+
+from chat.models import Conversation, Message
+from chat.tree import Tree, annotate
+
+PAGE = 40  # messages a page shows at first; earlier ones load on demand
+MAX_NEWER = 200  # a reconnecting page catches up by at most this many at once
+
+
+def active_path(conversation: Conversation) -> tuple[Tree, list[int]]:
+    tree = Tree.of(conversation.pk)
+    return tree, tree.path_to(tree.leaf_for(conversation.active_leaf_id))
+
+
+def messages_in(ids: list[int], tree: Tree) -> list[Message]:
+    """The messages with these ids, in path order (ids grow down a path), annotated."""
+    messages = Message.objects.filter(pk__in=ids).order_by("id") if ids else []
+    return annotate(list(messages), tree)
+
+
+@dataclass
+class Window:
+    messages: list[Message]
+    earlier_before: int | None  # the first message shown, when earlier ones exist
+
+
+def window(conversation: Conversation, showing: int | None = None) -> Window:
+    """The end of the active path, from `showing` down if it is on the path (so that a
+    message just switched or answered is in view), or the last PAGE messages."""
+    tree, path = active_path(conversation)
+    start = max(0, len(path) - PAGE)
+    if showing in path:
+        start = min(start, path.index(showing))
+    return Window(messages_in(path[start:], tree), path[start] if start else None)
+
+
+def earlier(conversation: Conversation, before: int) -> Window:
+    """The PAGE messages above `before` on the active path (none if it left the path)."""
+    tree, path = active_path(conversation)
+    if before not in path:
+        return Window([], None)
+    end = path.index(before)
+    start = max(0, end - PAGE)
+    return Window(messages_in(path[start:end], tree), path[start] if start else None)
+
+
+@dataclass
+class Catchup:
+    finished: list[Message]  # shown as streaming, since finished
+    newer: list[Message]  # on the path after what the page shows
+    streaming: list[int]  # ids of both kinds still streaming
+    redraw: bool = False  # the page shows another branch: draw the thread again
+
+
+def catch_up(conversation: Conversation, after: int, streaming: list[int]) -> Catchup:
+    """What a page that shows the path up to `after` (some of it `streaming`) is missing.
+
+    Ids from elsewhere are ignored: only this conversation's rows match. A page
+    whose last message is no longer on the active path (another tab switched
+    branch meanwhile) is told to redraw.
+    """
+    tree, path = active_path(conversation)
+    if after and after not in path:
+        return Catchup([], [], [], redraw=True)
+    start = path.index(after) + 1 if after else 0
+    newer = messages_in(path[start : start + MAX_NEWER], tree)
+    on_path = [pk for pk in streaming if pk in path]
+    finished = [m for m in messages_in(on_path, tree) if m.status != Message.Status.STREAMING]
+    still = [pk for pk in on_path if pk not in {m.pk for m in finished}]
+    still += [m.pk for m in newer if m.is_streaming]
+    return Catchup(finished, newer, still)
+
+
+def streaming_on_path(conversation: Conversation) -> list[int]:
+    tree, path = active_path(conversation)
+    return list(
+        Message.objects.filter(pk__in=path, status=Message.Status.STREAMING).values_list(
+            "pk", flat=True
+        )
+    )
