@@ -46,7 +46,7 @@ def _tree(conversation, messages: int, branches: int, branch_length: int = 20):
         row.parent_id = up.pk
     side = rows[main:]
     for k in range(branches):
-        at = (k + 1) * (main - 1) // (branches + 1)  # a version of rows[at]
+        at = (k + 1) * (main - 1) // branches  # a version of rows[at]; the last, in view
         chain = side[k * branch_length : (k + 1) * branch_length]
         parents = [rows[at].parent_id, *(row.pk for row in chain[:-1])]
         for row, parent in zip(chain, parents, strict=True):

@@ -186,6 +186,42 @@ def test_export_as_markdown_and_json_and_import_round_trip(client, alice, chat_m
 
 
 @pytest.mark.django_db
+def test_json_keeps_the_whole_tree_and_the_active_path_and_markdown_writes_that_path(
+    client, alice, chat_model
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    chat = with_messages(alice, chat_model, 4)  # m0 .. m3, one branch
+    first = chat.messages.order_by("id").first()
+    other = Message.objects.create(
+        conversation=chat, parent=first, role="user", content="other branch"
+    )
+    chat.active_leaf = other
+    chat.save()
+    markdown = client.get(reverse("export", args=[chat.pk, "md"])).content.decode()
+    assert "other branch" in markdown and "m2 **x**" not in markdown  # the path shown
+    exported = client.get(reverse("export", args=[chat.pk, "json"])).json()
+    assert exported["format"] == "chatsite.conversation.v2"
+    upload = SimpleUploadedFile("chat.json", json.dumps(exported).encode(), "application/json")
+    assert client.post(reverse("import_conversation"), {"file": upload}).status_code == 302
+    imported = Conversation.objects.exclude(pk=chat.pk).get(owner=alice)
+    shape = {m.content: (m.parent.content if m.parent else None) for m in imported.messages.all()}
+    assert shape == {
+        "m0 **x**": None, "m1 **x**": "m0 **x**", "m2 **x**": "m1 **x**",
+        "m3 **x**": "m2 **x**", "other branch": "m0 **x**",
+    }  # fmt: skip
+    assert imported.active_leaf.content == "other branch"
+    page = client.get(reverse("conversation", args=[imported.pk])).content.decode()
+    assert "other branch" in page and "m3 **x**" not in page and "2 / 2" in page
+    # A parent that does not come before its child (a cycle, or junk) is refused.
+    exported["messages"][0]["parent"] = exported["messages"][-1]["n"]
+    bad = SimpleUploadedFile("bad.json", json.dumps(exported).encode(), "application/json")
+    response = client.post(reverse("import_conversation"), {"file": bad})
+    assert response.status_code == 400 and b"parent that does not come before" in response.content
+    assert chat.messages.count() == 5  # the source is untouched
+
+
+@pytest.mark.django_db
 def test_new_chat_refusal_keeps_nothing(client, alice):
     response = client.post(reverse("new_chat"), {"content": "hi"})
     assert response.status_code == 400

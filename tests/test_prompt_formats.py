@@ -110,3 +110,55 @@ def test_braces_in_messages_are_kept_literally():
         [{"role": "system", "content": "{content}"}, {"role": "user", "content": "{system}"}],
     )
     assert prompt == "<s>[INST] {content}\n\n{system} [/INST]"
+
+
+CONTINUED = {
+    "chatml": "<|im_start|>assistant\nRed, gr",
+    "chatml-think": "<|im_start|>assistant\nRed, gr",  # inside the answer, not a new <think>
+    "deepseek-r1": "<｜Assistant｜>Red, gr",
+    "llama2": "[/INST] Red, gr",
+    "mistral": "[/INST]Red, gr",
+    "llama3": "<|start_header_id|>assistant<|end_header_id|>\n\nRed, gr",
+    "alpaca": "### Response:\nRed, gr",
+    "simple": "Assistant: Red, gr",
+    "gemma": "<start_of_turn>model\nRed, gr",
+    "zephyr": "<|assistant|>\nRed, gr",
+}
+
+
+@pytest.mark.parametrize("key", sorted(FORMATS))
+def test_a_continued_reply_is_the_open_tail_of_the_prompt(key):
+    assert set(CONTINUED) == set(FORMATS)
+    partial = [*CHAT, {"role": "assistant", "content": "Red, gr"}]
+    prompt, stops = render(key, partial, open_last=True)
+    whole, _ = render(key, CHAT)
+    assert prompt.endswith(CONTINUED[key])
+    assert prompt.startswith(whole.removesuffix(FORMATS[key].generation))  # same turns before
+    assert stops == list(FORMATS[key].stop)
+
+
+def test_chat_backends_continue_by_prefill_or_a_hidden_instruction():
+    from providers import continuation, openai, workers_ai
+    from providers.base import ChatRequest, Endpoint
+
+    partial = [*CHAT, {"role": "assistant", "content": "Red, gr"}]
+    endpoint = Endpoint("openai", "http://127.0.0.1:9/v1")
+    plain = openai._body(endpoint, ChatRequest("m", CHAT), stream=True)
+    assert plain["messages"] == CHAT and "continue_final_message" not in plain
+    told = openai._body(endpoint, ChatRequest("m", partial, continues=True), stream=True)
+    assert told["messages"] == [
+        *partial,
+        {"role": "user", "content": continuation.HIDDEN_INSTRUCTION},
+    ]
+    prefill = ChatRequest("m", partial, continues=True, continue_mode="prefill")
+    body = openai._body(endpoint, prefill, stream=True)
+    assert body["messages"] == partial
+    assert (body["continue_final_message"], body["add_generation_prompt"]) == (True, False)
+    # Workers AI validates its input strictly: the instruction, never unknown fields.
+    workers = workers_ai._body(prefill, stream=True)
+    assert workers["messages"][-1]["content"] == continuation.HIDDEN_INSTRUCTION
+    assert "continue_final_message" not in workers
+    raw = workers_ai._body(
+        ChatRequest("m", partial, continues=True, raw_prompt=True, prompt_format="chatml"), True
+    )
+    assert raw["prompt"].endswith("<|im_start|>assistant\nRed, gr") and raw["raw"] is True
