@@ -25,14 +25,6 @@ def owned_conversation(user, conversation_id) -> Conversation | None:
     return Conversation.objects.filter(pk=conversation_id, owner=user).first()
 
 
-def streaming_ids(conversation_id) -> list[int]:
-    return list(
-        Message.objects.filter(conversation_id=conversation_id, status=Status.STREAMING)
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
-
-
 def as_id(value, refusal: str = "That message does not exist.") -> int:
     """A row id from a command or form: a positive integer that fits the database."""
     if isinstance(value, bool) or not isinstance(value, int | str):

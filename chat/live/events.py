@@ -208,10 +208,6 @@ def append_frames(messages: list[Message]) -> list[str]:
     return frames
 
 
-def remove_frames(ids) -> list[str]:
-    return [_render("remove", ids=ids)] if ids else []
-
-
 def thread_frames(conversation, window, showing: int | None = None) -> list[str]:
     """The whole thread drawn again (another branch is shown): a window of the active
     path (chat.thread.window), with the loader for what is above it; the page keeps
