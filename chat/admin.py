@@ -13,7 +13,8 @@ from django.contrib.auth.models import Group
 from django.db.models import Sum
 from django.shortcuts import redirect
 
-from chat.models import Quota, SiteSettings, UsageRecord
+from chat.api import keys
+from chat.models import ApiKey, Quota, SiteSettings, UsageRecord
 from providers.admin import log_each
 
 User = get_user_model()
@@ -96,6 +97,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "latency_ms",
         "status",
         "purpose",
+        "api_key",
     )
     list_filter = ("status", "purpose", "cost_source", "provider_name", "model_name")
     search_fields = ("user__username", "model_name")
@@ -106,6 +108,31 @@ class UsageRecordAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Every key's owner, prefix and last use; keys are made by their owners, and
+    revoked here or by them. Who may use the API: the "Can create and use personal
+    API keys" permission, on a group (Groups) or a person."""
+
+    list_display = ("prefix", "name", "user", "created", "last_used", "expires", "revoked")
+    list_filter = ("revoked", "expires")
+    search_fields = ("prefix", "name", "user__username")
+    list_select_related = ("user",)
+    readonly_fields = ("user", "name", "prefix", "allowed_models", "created", "last_used",
+                       "expires", "revoked")  # fmt: skip
+    exclude = ("digest",)
+    actions = ("revoke",)
+
+    @admin.action(description="Revoke")
+    def revoke(self, request, queryset):
+        for key in queryset.filter(revoked__isnull=True):
+            keys.revoke(request.user, key)
+        self.message_user(request, "Revoked.")
+
+    def has_add_permission(self, request):
         return False
 
 

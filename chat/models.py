@@ -160,6 +160,33 @@ class Quota(models.Model):
         return f"quota for {self.user or self.group}"
 
 
+class ApiKey(models.Model):
+    """A person's key for the OpenAI-compatible API (chat.api). Only a hash of the key
+    is stored; the prefix lets its owner and admins recognise it."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The key's first characters.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)  # SHA-256, hex
+    allowed_models = models.ManyToManyField(
+        "providers.Model", blank=True, related_name="+",
+        help_text="The models this key may use; none means all the owner may use.",
+    )  # fmt: skip
+    expires = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        permissions = [("use_api", "Can create and use personal API keys")]
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.name})"
+
+
 class UsageRecord(models.Model):
     """The ledger: one row per generation (a reply, a continuation of it, a title),
     kept when the message is deleted."""
@@ -173,6 +200,7 @@ class UsageRecord(models.Model):
         REPLY = "reply"
         CONTINUATION = "continue", "continuation of a reply"
         TITLE = "title", "conversation title"
+        API = "api", "API request"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records"
@@ -196,6 +224,9 @@ class UsageRecord(models.Model):
     duration_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=12, choices=Message.Status.choices)
     purpose = models.CharField(max_length=8, choices=Purpose.choices, default=Purpose.REPLY)
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -73,7 +73,7 @@ def _admit(user, busy: list[int] = ()) -> tuple[Preference, quotas.Allowance]:
     if any(pk in running for pk in busy):
         raise Refused("A reply is still being written here; stop it first.")
     try:
-        return preference, quotas.check(user, len(running))
+        return preference, quotas.check(user, len(running) + quotas.api_requests_running(user.pk))
     except quotas.QuotaExceeded as exceeded:
         metrics.QUOTA_REFUSALS.inc()
         raise Refused(str(exceeded)) from None

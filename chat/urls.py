@@ -1,6 +1,7 @@
 from django.urls import path
 
 from chat import views
+from chat.api import pages
 from chat.governance import usage
 
 urlpatterns = [
@@ -22,4 +23,6 @@ urlpatterns = [
     ),
     path("sidebar", views.sidebar, name="sidebar"),
     path("usage/", usage.my_usage, name="my_usage"),
+    path("settings/api-keys/", pages.api_keys, name="api_keys"),
+    path("settings/api-keys/<int:key_id>/revoke", pages.revoke, name="revoke_api_key"),
 ]

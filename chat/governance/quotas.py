@@ -16,11 +16,20 @@ from django.utils import timezone
 
 from chat.models import Quota, UsageRecord
 
+CONCURRENCY_RETRY_SECONDS = 5  # a guess: replies take seconds
+# An API request still marked running after this long died with its process: it
+# no longer counts, and the sweep marks it interrupted. Longer than any request's
+# total deadline (Provider.total_timeout, 600 s by default).
+API_STALE = timedelta(hours=1)
 FIELDS = ("requests_per_minute", "tokens_per_day", "cost_per_month", "max_concurrent")
 
 
 class QuotaExceeded(Exception):
-    pass
+    """A limit is reached; the message says which and when it resets."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = max(1, round(retry_after))  # seconds, for the API's Retry-After
 
 
 @dataclass
@@ -99,6 +108,16 @@ def usage_of(user, now: datetime, limits: Limits | None = None) -> Usage:
     return used
 
 
+def api_requests_running(user_id) -> int:
+    """API requests of this person in flight, in any process (their ledger rows)."""
+    return UsageRecord.objects.filter(
+        user_id=user_id,
+        purpose=UsageRecord.Purpose.API,
+        status="streaming",
+        created__gt=timezone.now() - API_STALE,
+    ).count()
+
+
 @dataclass
 class Allowance:
     """What is left of the limits that bound a reply's length (None: no limit)."""
@@ -113,7 +132,8 @@ def check(user, running: int) -> Allowance:
     limits = limits_for(user)
     if running >= limits.max_concurrent:
         raise QuotaExceeded(
-            f"You already have {running} replies being written; wait for one to finish or stop it."
+            f"You already have {running} replies being written; wait for one to finish or stop it.",
+            CONCURRENCY_RETRY_SECONDS,
         )
     now = timezone.now()
     used = usage_of(user, now, limits)
@@ -121,19 +141,22 @@ def check(user, running: int) -> Allowance:
     if rpm is not None and used.requests_last_minute >= rpm:
         wait = (used.oldest_in_minute or now) + timedelta(minutes=1) - now
         raise QuotaExceeded(
-            f"You have used your {rpm} requests per minute; try again in {_in(wait)}."
+            f"You have used your {rpm} requests per minute; try again in {_in(wait)}.",
+            wait.total_seconds(),
         )
     if limits.tokens_per_day is not None and used.tokens_today >= limits.tokens_per_day:
         reset = day_start(now) + timedelta(days=1)
         raise QuotaExceeded(
             f"You have used your {limits.tokens_per_day:,} tokens for today; the limit resets "
-            f"at 00:00 UTC, in {_in(reset - now)}."
+            f"at 00:00 UTC, in {_in(reset - now)}.",
+            (reset - now).total_seconds(),
         )
     if limits.cost_per_month is not None and used.cost_this_month >= limits.cost_per_month:
         reset = next_month(now)
         raise QuotaExceeded(
             f"You have used your ${limits.cost_per_month:.2f} budget for this month; it resets "
-            f"on {reset:%-d %B} at 00:00 UTC."
+            f"on {reset:%-d %B} at 00:00 UTC.",
+            (reset - now).total_seconds(),
         )
     return Allowance(
         tokens_left=None

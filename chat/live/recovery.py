@@ -17,6 +17,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from chat.db import db_async
+from chat.governance import quotas
 from chat.live import events
 from chat.models import Message, UsageRecord
 
@@ -52,8 +53,18 @@ def recover_orphans(running_ids) -> list[Message]:
     return recovered
 
 
+def recover_api_requests() -> int:
+    """API requests whose process died mid-request: interrupted, so they stop counting."""
+    return UsageRecord.objects.filter(
+        purpose=UsageRecord.Purpose.API,
+        status=Message.Status.STREAMING,
+        created__lte=timezone.now() - quotas.API_STALE,
+    ).update(status=Message.Status.INTERRUPTED, tokens_estimated=True)
+
+
 @db_async
 def _recover_and_render(running_ids) -> list[tuple[Message, list[str]]]:
+    recover_api_requests()
     return [(m, events.message_frames(m)) for m in recover_orphans(running_ids)]
 
 
