@@ -12,7 +12,7 @@ import html
 import re
 
 PART = re.compile(r'<div id="(think-text|frozen|tail)-(\d+)" hx-swap-oob="(\w+)">(.*?)</div>', re.S)
-ADDED = re.compile(r'<div hx-swap-oob="beforeend:#tail-(\d+) p">(.*?)</div>', re.S)
+ADDED = re.compile(r'<div hx-swap-oob="beforeend:#tail-(\d+) (p|code)">(.*?)</div>', re.S)
 LABEL = re.compile(r'<span id="think-label-(\d+)" hx-swap-oob="innerHTML">(.*?)</span>', re.S)
 FINAL = re.compile(r'<article id="msg-(\d+)"[^>]*data-status="(\w+)"[^>]*hx-swap-oob="outerHTML"')
 NEW_REPLY = re.compile(r'<article id="msg-(\d+)" class="msg assistant status-streaming"')
@@ -41,10 +41,10 @@ class Reply:
             if int(mid) == message_id:
                 self.parts[name] = body if swap == "innerHTML" else self.parts[name] + body
                 changed = True
-        for mid, words in ADDED.findall(frame):
-            if int(mid) == message_id:  # into the tail's one paragraph
+        for mid, into, words in ADDED.findall(frame):
+            if int(mid) == message_id:  # into the tail's one paragraph or open fence
                 tail = self.parts["tail"]
-                end = tail.rindex("</p>")
+                end = tail.index(f"</{into}>")
                 self.parts["tail"] = tail[:end] + words + tail[end:]
                 changed = True
         for mid, label in LABEL.findall(frame):
@@ -69,7 +69,7 @@ def is_snapshot(frame: str, message_id: int) -> bool:
 def is_delta(frame: str, message_id: int) -> bool:
     return not is_snapshot(frame, message_id) and (
         any(int(mid) == message_id for _, mid, _, _ in PART.findall(frame))
-        or any(int(mid) == message_id for mid, _ in ADDED.findall(frame))
+        or any(int(mid) == message_id for mid, _, _ in ADDED.findall(frame))
     )
 
 

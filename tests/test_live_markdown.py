@@ -5,6 +5,7 @@ whatever the splits, the frozen HTML followed by the final tail must equal the
 render of the whole text, and a frozen block is never sent twice.
 """
 
+import html
 import re
 
 import pytest
@@ -185,3 +186,43 @@ def test_a_growing_plain_paragraph_sends_only_the_words_added():
     assert live.update("Hello there, world").tail_added == " world"
     assert live.update("Hello there, world **bold").tail_added is None  # markup: re-render
     assert live.update("Hello there, world **bold** and").tail_added is None
+
+
+def _page_tail(shown: str, update) -> str:
+    """The tail as a page holds it after an update: replaced, or added to (escaped, as
+    the frame carries it) inside its paragraph or code element."""
+    if update.tail is not None:
+        return str(update.tail)
+    end = shown.index(f"</{update.tail_into}>")
+    return shown[:end] + html.escape(update.tail_added, quote=False) + shown[end:]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=st.lists(
+        st.tuples(st.sampled_from(CORPUS), st.sampled_from(SEPARATORS)), min_size=1, max_size=6
+    ),
+    data=st.data(),
+)
+def test_what_the_page_shows_after_every_update_is_the_parsers_tail(pieces, data):
+    text = "".join(piece + sep for piece, sep in pieces) + "```py\nx = '<a>' & \"b\"\n~~ `` y\n"
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(text)), max_size=40))))
+    live, shown = LiveMarkdown(), ""
+    for cut in [*cuts, len(text)]:
+        shown = _page_tail(shown, live.update(text[:cut]))
+        expected = sanitize.clean(engine.LIVE.render(live.tail_text()))
+        assert _visible(html.unescape(shown)) == _visible(html.unescape(expected)), text[:cut]
+
+
+def test_an_open_code_fence_takes_its_new_text_without_the_parser():
+    live = LiveMarkdown()
+    first = live.update("Intro.\n\n```python\nprint(1)\n")
+    assert first.parsed and first.tail.startswith('<pre><code class="language-python">')
+    grown = live.update("Intro.\n\n```python\nprint(1)\nif a < b and c:")
+    assert (grown.parsed, grown.tail, grown.tail_into) == (False, None, "code")
+    assert grown.tail_added == "if a < b and c:"  # escaped when the frame is built
+    assert live.is_quick("Intro.\n\n```python\nprint(1)\nif a < b and c:\n    go()")
+    closing = live.update("Intro.\n\n```python\nprint(1)\nif a < b and c:\n``")
+    assert closing.parsed and closing.tail is not None  # a fence character: parse again
+    closed = live.update("Intro.\n\n```python\nprint(1)\nif a < b and c:\n```\n")
+    assert closed.frozen and '<span class="nb">print</span>' in "".join(closed.frozen)

@@ -75,7 +75,8 @@ class LiveChange:
     frozen: list = field(default_factory=list)  # answer HTML blocks just frozen
     tail: SafeString | None = None  # the answer's tail, when it changed
     tail_text: str = ""  # the tail's text, shown plain if its HTML is too big for a frame
-    tail_added: str | None = None  # or only the words added to its one plain paragraph
+    tail_added: str | None = None  # or only the text added to its one plain paragraph
+    tail_into: str = "p"  # (or to its open code fence's "code")
     label: str = ""  # the thinking block's new label
 
 
@@ -85,8 +86,9 @@ class LiveChange:
 # the answer's frozen blocks (only ever appended to) and its tail (replaced).
 PART = '<div id="{}-{}" hx-swap-oob="{}">{}</div>'
 LABEL = '<span id="think-label-{}" hx-swap-oob="innerHTML">{}</span>'
-# Words added to a tail that is one plain paragraph: appended to that paragraph.
-ADD_TO_TAIL = '<div hx-swap-oob="beforeend:#tail-{} p">{}</div>'
+# Text added to a tail that is one plain paragraph or one open code fence: appended
+# to that paragraph or code element.
+ADD_TO_TAIL = '<div hx-swap-oob="beforeend:#tail-{} {}">{}</div>'
 
 
 def _part(name: str, message_id: int, swap: str, html) -> str:
@@ -118,13 +120,13 @@ def live_frames(message_id: int, live, *, reset: bool = False) -> list[str]:
 
     Rendered once per delta, for every socket on the conversation."""
     if live.tail_added is not None and not (reset or live.reasoning or live.frozen or live.label):
-        return [format_html(ADD_TO_TAIL, int(message_id), live.tail_added)]  # most deltas
+        return [format_html(ADD_TO_TAIL, int(message_id), live.tail_into, live.tail_added)]
     parts = _text_parts("think-text", message_id, live.reasoning, replace=reset)
     if reset:
         parts.append(_part("frozen", message_id, "innerHTML", ""))
     parts += [_part("frozen", message_id, "beforeend", html) for html in live.frozen]
     if live.tail_added is not None and not reset:
-        parts.append(format_html(ADD_TO_TAIL, int(message_id), live.tail_added))
+        parts.append(format_html(ADD_TO_TAIL, int(message_id), live.tail_into, live.tail_added))
     elif live.tail is not None:
         parts += _tail_parts(message_id, live.tail, live.tail_text)
     if live.label:

@@ -227,6 +227,7 @@ class Job:
             update = self.live.update(self.text())
             change.frozen, change.tail = update.frozen, update.tail
             change.tail_text, change.tail_added = self.live.tail_text(), update.tail_added
+            change.tail_into = update.tail_into
             self.last_parse = time.monotonic() if update.parsed else self.last_parse
             self.answer_changed = False
         change.label, self.label = self.label, ""

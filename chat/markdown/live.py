@@ -11,7 +11,10 @@ sent again, as soon as nothing that can still arrive could change it:
 
 The tail is rendered on every update with its open constructs closed by the
 parser itself (an open fence runs to the end, an open list item ends there), so
-its HTML is always whole; it is not highlighted until it freezes.
+its HTML is always whole; it is not highlighted until it freezes. Two tails need
+no parser at all, and their updates only say what was added: one line of plain
+prose (added to its paragraph), and an open code fence whose new text cannot
+close it (added to its code element).
 
 The invariant, tested over many split points: the frozen HTML followed by
 `finish()`'s render of the last tail equals render_markdown of the whole text.
@@ -52,6 +55,7 @@ class LiveUpdate:
     # When the tail was and still is one plain paragraph: only the words added to it,
     # so that a page can append them instead of receiving the paragraph again.
     tail_added: str | None = None
+    tail_into: str = "p"  # what tail_added goes into: the paragraph, or an open fence's "code"
     parsed: bool = False  # the Markdown parser ran (the tail is not plain prose)
 
 
@@ -62,6 +66,8 @@ class LiveMarkdown:
         self.frozen_at = 0  # offset in the text where the unfrozen tail starts
         self.frozen: list[SafeString] = []
         self.plain_shown: str | None = None  # the tail's text, while it is a plain paragraph
+        self.code_shown: str | None = None  # the tail's text, while it is one open code fence
+        self.fence_char = "`"
 
     def update(self, text: str) -> LiveUpdate:
         """The reply's whole text so far (it only ever grows)."""
@@ -70,6 +76,10 @@ class LiveMarkdown:
             self.__init__(self.max_bytes)  # the text was replaced, not extended
         self.text = text
         tail = text[self.frozen_at :]
+        if self._code_appendable(tail):
+            added, self.code_shown = tail[len(self.code_shown) :], tail
+            return LiveUpdate(tail=None, tail_added=added, tail_into="code")
+        self.code_shown = None
         known = self.plain_shown
         if known is not None and tail.startswith(known):
             plain = _SPOILS_PLAIN.search(tail, len(known)) is None  # only what is new
@@ -102,12 +112,33 @@ class LiveMarkdown:
             self.frozen_at += cut
             tokens = tokens[cut_token:]
         update.tail = sanitize.clean(engine.LIVE.renderer.render(tokens, engine.LIVE.options, {}))
+        self._note_open_fence(text[self.frozen_at :], tokens)
         return update
 
+    def _note_open_fence(self, tail: str, tokens):
+        """Remember a tail that is one open code fence, so later text can be appended
+        into its code element: markdown-it writes an open fence's content verbatim
+        (escaped) after its first line, so appending the escaped text is the same."""
+        if len(tokens) != 1 or tokens[0].type != "fence" or "\n" not in tail:
+            return
+        marker = tokens[0].markup
+        last_line = tail[tail.rfind("\n") + 1 :]
+        if tail.startswith(marker) and marker[0] not in last_line:
+            self.code_shown, self.fence_char = tail, marker[0]
+
+    def _code_appendable(self, tail: str) -> bool:
+        """The tail is still the open fence shown, grown by text that cannot close it:
+        no fence character in its last line as extended."""
+        known = self.code_shown
+        if known is None or not tail.startswith(known) or len(tail) == len(known):
+            return False
+        return self.fence_char not in tail[known.rfind("\n") + 1 :]
+
     def is_quick(self, text: str) -> bool:
-        """Whether update(text) would take the plain-prose shortcut (a cheap guess:
+        """Whether update(text) would take a shortcut with no parser (a cheap guess:
         a carriage return anywhere makes it say no)."""
-        return _is_plain_line(text[self.frozen_at :])
+        tail = text[self.frozen_at :]
+        return _is_plain_line(tail) or self._code_appendable(tail)
 
     def tail_text(self) -> str:
         return self.text[self.frozen_at :]
