@@ -71,3 +71,25 @@ async def test_markdown_being_typed_is_redrawn_at_most_so_often_plain_prose_ever
     await job.flush()
     assert len(sent) == 5 and not job.answer_changed
     assert "two" in sent[-1][0] and "and more" in sent[-1][0]
+
+
+async def test_a_late_loop_stretches_markdown_redraws_but_not_prose_or_code(monkeypatch, settings):
+    from chat.live import jobs
+
+    settings.STREAM_BATCH_SECONDS = 0.04
+    monkeypatch.setattr(jobs, "PACE", Pace())
+    job, sent = _job(monkeypatch)
+    job.take("- a list **item")
+    await job.flush()  # parsed
+    job.last_parse = time.monotonic() - 0.2  # 200 ms ago: due again at ten a second
+    job.take(" more")
+    assert job._answer_due()
+    for _ in range(300):
+        jobs.PACE.observe(1.0)  # the loop runs hopelessly late
+    assert not job._answer_due()  # now held: redraws stretch to about 0.6 s
+    job.last_parse = time.monotonic() - 0.7
+    assert job._answer_due()
+    job.take("\n\n```py\nx = 1\n")
+    await job.flush()
+    job.take("y = 2")
+    assert job._answer_due()  # code (like prose) is appended at every flush, however late

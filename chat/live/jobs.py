@@ -43,7 +43,7 @@ Status = Message.Status
 
 JOBS: dict[int, "Job"] = {}  # this process's running jobs, by message id
 CHARS_PER_TOKEN = 5  # for counting tokens of a backend that sends long pieces of text
-SLOW_TAIL_SECONDS = 0.1  # Markdown being typed (not plain prose) is redrawn ten times a second
+SLOW_TAIL_SECONDS = 0.1  # Markdown being typed is redrawn ten times a second (see _answer_due)
 
 
 PACE = Pace()  # one for the process: lateness is the loop's, not a reply's
@@ -70,8 +70,7 @@ class Job:
         self.stop_requested = False
         self.started = time.monotonic()
         self.first_token_at: float | None = None
-        self.done, self.wakeup = False, asyncio.Event()
-        self.task: asyncio.Task | None = None
+        self.done, self.wakeup, self.task = False, asyncio.Event(), None
         self.saved_chars, self.last_save = 0, time.monotonic()
         self.deltas = self.chars = self.bytes = 0  # text events (about one token each), size
         self.cut_note = ""  # why the reply was cut short, when it was
@@ -208,11 +207,12 @@ class Job:
             pump.cancel()
 
     def _answer_due(self) -> bool:
-        """Plain prose shows at every flush (it costs next to nothing); a tail that needs
-        the Markdown parser is re-rendered at most every SLOW_TAIL_SECONDS."""
+        """Plain prose and code show at every flush (they cost next to nothing); a tail that
+        needs the parser, at most every SLOW_TAIL_SECONDS, stretched as Pace stretches."""
         if not self.answer_changed or self.done or self.reset:
             return self.answer_changed
-        recent = time.monotonic() - self.last_parse < SLOW_TAIL_SECONDS
+        wait = SLOW_TAIL_SECONDS * PACE.interval() / settings.STREAM_BATCH_SECONDS
+        recent = time.monotonic() - self.last_parse < wait
         return not recent or self.live.is_quick(self.text())
 
     async def flush(self):

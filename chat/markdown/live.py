@@ -101,19 +101,25 @@ class LiveMarkdown:
         update = LiveUpdate(parsed=True)
         if cut_line:
             cut = _offset_of_line(tail, cut_line)
-            source = tail[:cut]
-            pieces = (
-                markdown_parts(source, self.max_bytes)
-                if self.max_bytes
-                else [render_markdown(source)]
-            )
+            pieces = self._freeze(tail[:cut], tokens[:cut_token])
             self.frozen += pieces
             update.frozen += pieces
+            # Blank lines after a frozen block only separate it from the next one.
+            cut += len(tail) - cut - len(tail[cut:].lstrip("\n"))
             self.frozen_at += cut
             tokens = tokens[cut_token:]
         update.tail = sanitize.clean(engine.LIVE.renderer.render(tokens, engine.LIVE.options, {}))
         self._note_open_fence(text[self.frozen_at :], tokens)
         return update
+
+    def _freeze(self, source: str, tokens) -> list[SafeString]:
+        """Frozen blocks' HTML, highlighted, from the tokens the tail's parse already
+        made (the same as parsing `source` again: tested); re-rendered from the source
+        in frame-sized pieces only when too big for one frame."""
+        html = sanitize.clean(engine.FULL.renderer.render(tokens, engine.FULL.options, {}))
+        if self.max_bytes and len(html.encode()) > self.max_bytes:
+            return markdown_parts(source, self.max_bytes)
+        return [html]
 
     def _note_open_fence(self, tail: str, tokens):
         """Remember a tail that is one open code fence, so later text can be appended
@@ -191,10 +197,40 @@ def _freeze_point(tail: str, tokens) -> tuple[int, int]:
         if next_line >= complete_lines or not safe_before(next_line):
             break
         best = (next_line, next_index)
+    ended = _ended_by_blank_line(tokens, starts, lines, complete_lines)
+    if ended and ended[0] > best[0] and safe_before(ended[0]):
+        best = ended
     closed = _closed_fence_end(tokens, lines, complete_lines)
     if closed and closed[0] > best[0] and safe_before(closed[0]):
         best = closed
     return best
+
+
+# Blocks that nothing after a blank line can change (a list can still become loose,
+# an indented code block can go on; references are off).
+ENDED_BY_BLANK = {"paragraph_open", "heading_open", "table_open", "hr"}
+
+
+def _ended_by_blank_line(tokens, starts, lines, complete_lines) -> tuple[int, int] | None:
+    """The last top-level block of those kinds followed by a complete blank line: it
+    can freeze before the next block's first line is complete."""
+    found = None
+    for _, index in starts:
+        token = tokens[index]
+        end = token.map[1]
+        if token.type in ENDED_BY_BLANK and end < complete_lines and not lines[end]:
+            found = (end, _after_block(tokens, index))
+    return found
+
+
+def _after_block(tokens, index: int) -> int:
+    """The index of the first token after the top-level block opened at `index`."""
+    if tokens[index].nesting == 0:
+        return index + 1
+    for after in range(index + 1, len(tokens)):
+        if tokens[after].level == 0 and tokens[after].nesting == -1:
+            return after + 1
+    return len(tokens)
 
 
 def _closed_fence_end(tokens, lines, complete_lines) -> tuple[int, int] | None:
