@@ -84,7 +84,18 @@ def test_character_by_character_over_the_whole_corpus():
 def test_frozen_plus_tail_equals_whole(pieces, data):
     text = "".join(piece + sep for piece, sep in pieces)
     cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=40))
-    assert feed(text, cuts)[0] == render_markdown(text)
+    html, live, _ = feed(text, cuts)
+    assert html == render_markdown(text)
+    assert live.whole(text) == html  # what the finished message is sent as
+
+
+def test_the_finished_message_is_sent_as_the_whole_render_with_or_without_a_last_update():
+    text = "\n\n".join(CORPUS)
+    live = LiveMarkdown(16_000)
+    for cut in range(0, len(text), 7):
+        live.update(text[:cut])
+    assert live.whole(text) == render_markdown(text)
+    assert LiveMarkdown().whole(text) == render_markdown(text)  # a job that never flushed
 
 
 @settings(max_examples=200, deadline=None)

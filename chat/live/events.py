@@ -184,10 +184,11 @@ def _whole(message: Message, partial: str, **context) -> list[str]:
     ]
 
 
-def message_frames(message: Message, plain: bool = False) -> list[str]:
+def message_frames(message: Message, plain: bool = False, rendered=None) -> list[str]:
     """A message as it is now, in place of what the page shows for it (`plain`: its
-    text without Markdown, the fallback when rendering fails)."""
-    return _whole(message, "replace", plain=plain)
+    text without Markdown, the fallback when rendering fails; `rendered`: its HTML,
+    already made by the job that streamed it)."""
+    return _whole(message, "replace", plain=plain, rendered=rendered)
 
 
 def append_frames(messages: list[Message]) -> list[str]:

@@ -153,6 +153,12 @@ class LiveMarkdown:
         """The tail's final HTML, highlighted like the rest."""
         return render_markdown(self.tail_text())
 
+    def whole(self, text: str) -> SafeString:
+        """The finished reply's HTML (`text` extends what was shown): the frozen blocks
+        and the last tail, equal to render_markdown(text)."""
+        self.update(text)
+        return mark_safe("".join(self.frozen) + self.finish())  # noqa: S308 - sanitized parts
+
     def snapshot(self) -> tuple[list[SafeString], SafeString]:
         """Everything shown so far: the frozen blocks and the tail, for a page joining late
         (what later tail_added words are added to)."""
