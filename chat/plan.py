@@ -41,3 +41,4 @@ class Plan:
     title_for: tuple | None = None  # (first question, provisional title) of a new conversation
     ledger_id: int | None = None  # this generation's ledger row
     resume: Resume | None = None  # set when continuing a reply
+    versions: object = None  # its "‹ 2 / 3 ›" (chat.tree.Versions) as it started, if any

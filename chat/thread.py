@@ -17,6 +17,27 @@ def active_path(conversation: Conversation) -> tuple[Tree, list[int]]:
     return tree, tree.path_to(tree.leaf_for(conversation.active_leaf_id))
 
 
+def history(path: list[int]) -> list[dict]:
+    """The turns of a path (ids from the root down), as context: only this branch."""
+    messages = Message.objects.filter(pk__in=path).exclude(content="").order_by("id")
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def active_branch(conversation) -> tuple[list[int], list[dict]]:
+    """The branch shown (ids from the root down) and its turns as context, in one query:
+    a send reads the whole conversation once, to find its path and its text together."""
+    rows = {
+        pk: (parent, role, content)
+        for pk, parent, role, content in Message.objects.filter(
+            conversation=conversation
+        ).values_list("pk", "parent_id", "role", "content")
+    }
+    tree = Tree((pk, row[0]) for pk, row in rows.items())
+    path = tree.path_to(tree.leaf_for(conversation.active_leaf_id))
+    turns = [rows[pk] for pk in path]
+    return path, [{"role": role, "content": text} for _, role, text in turns if text]
+
+
 def messages_in(ids: list[int], tree: Tree) -> list[Message]:
     """The messages with these ids, in path order (ids grow down a path), annotated."""
     messages = Message.objects.filter(pk__in=ids).order_by("id") if ids else []

@@ -91,12 +91,6 @@ def _sampling(conversation: Conversation, model: Model) -> tuple[dict, int | Non
     return params, chosen.get("max_tokens")
 
 
-def _history(path: list[int]) -> list[dict]:
-    """The turns of a path (ids from the root down), as context: only this branch."""
-    messages = Message.objects.filter(pk__in=path).exclude(content="").order_by("id")
-    return [{"role": m.role, "content": m.content} for m in messages]
-
-
 def _bounds(conversation, model, prompt, allowance) -> bounds.Bounds:
     window = model.context_window or settings.DEFAULT_CONTEXT_WINDOW
     try:
@@ -215,11 +209,12 @@ def _locked(user, conversation_id) -> Conversation:
     return Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
 
 
-def _ask(user, conversation, parent_path: list[int], content: str, model_id=None):
-    """A question under the end of `parent_path`, and its reply. Returns both and the plan."""
+def _ask(user, conversation, parent_path: list[int], earlier, content: str, model_id=None):
+    """A question under the end of `parent_path` (whose turns are `earlier`), and its
+    reply. Returns both and the plan."""
     model = _pick_model(user, conversation, model_id)
     preference, allowance = _admit(user, busy=parent_path[-1:])
-    history = [*_history(parent_path), {"role": "user", "content": content}]
+    history = [*earlier, {"role": "user", "content": content}]
     prompt = _build_prompt(conversation, model, history)
     limits = _bounds(conversation, model, prompt, allowance)
     question = Message.objects.create(
@@ -240,8 +235,8 @@ def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], 
     """A new question at the end of the branch shown, and its reply."""
     conversation = _locked(user, conversation_id)
     content = _clean_content(content)
-    _, path = thread.active_path(conversation)
-    return _ask(user, conversation, path, content, model_id)
+    path, earlier = thread.active_branch(conversation)
+    return _ask(user, conversation, path, earlier, content, model_id)
 
 
 @transaction.atomic
@@ -253,7 +248,7 @@ def edit(user, conversation_id, message_id, content) -> tuple[list[Message], Pla
         raise Refused("Only your own messages can be edited.")
     content = _clean_content(content)
     parent_path = Tree.of(conversation.pk).path_to(question.parent_id)
-    return _ask(user, conversation, parent_path, content)
+    return _ask(user, conversation, parent_path, thread.history(parent_path), content)
 
 
 @transaction.atomic
@@ -275,11 +270,13 @@ def regenerate(user, conversation_id, message_id=None, model_id=None) -> tuple[M
         raise Refused("This reply is still being written; stop it first.")
     model = _pick_model(user, conversation, model_id)
     preference, allowance = _admit(user)
-    prompt = _build_prompt(conversation, model, _history(tree.path_to(question.pk)))
+    prompt = _build_prompt(conversation, model, thread.history(tree.path_to(question.pk)))
     limits = _bounds(conversation, model, prompt, allowance)
     reply = _new_reply(conversation, question, model, prompt, limits)
     _touch(conversation, model, preference, reply)
-    return reply, _plan(conversation, model, reply, prompt, limits)
+    versions = Tree((pk, question.pk) for pk in [*tree.children.get(question.pk, []), reply.pk])
+    plan = _plan(conversation, model, reply, prompt, limits, versions=versions.versions(reply.pk))
+    return reply, plan
 
 
 def _continuable(conversation, message_id, tree: Tree) -> Message:
@@ -309,7 +306,7 @@ def continue_reply(user, conversation_id, message_id) -> tuple[Message, Plan]:
         model = _pick_model(user, conversation, None)
     preference, allowance = _admit(user)
     history = [
-        *_history(tree.path_to(reply.parent_id)),
+        *thread.history(tree.path_to(reply.parent_id)),
         {"role": "assistant", "content": reply.content},
     ]
     prompt = _build_prompt(conversation, model, history)
@@ -323,7 +320,10 @@ def continue_reply(user, conversation_id, message_id) -> tuple[Message, Plan]:
     reply.status, reply.error_kind, reply.error_message = Status.STREAMING, "", ""
     reply.save(update_fields=["status", "error_kind", "error_message", "updated"])
     _touch(conversation, model, preference, reply)
-    return reply, _plan(conversation, model, reply, prompt, limits, resume=resume)
+    versions = tree.versions(reply.pk)
+    return reply, _plan(
+        conversation, model, reply, prompt, limits, resume=resume, versions=versions
+    )
 
 
 @transaction.atomic

@@ -164,11 +164,12 @@ def save_final(plan, fields: dict, ledger: dict):
 
 
 @db_async
-def final_frames(message_id: int, live=None) -> list[str]:
+def final_frames(message_id: int, live=None, versions=None) -> list[str]:
     """The finished message's frames. Its Markdown comes from the job's live rendering
     (`live`), which already holds every block but the last: the same HTML as rendering
     the whole text again (tested), for a fraction of the work."""
     message = Message.objects.get(pk=message_id)
+    message.versions = versions  # known when it started: no query for its siblings
     try:
         rendered = live.whole(message.content) if live is not None and message.content else None
         return events.message_frames(message, rendered=rendered)
@@ -234,7 +235,7 @@ async def finish(job):
     if not await _save(job, fields, ledger):
         return
     try:
-        frames = await final_frames(job.message_id, job.live)
+        frames = await final_frames(job.message_id, job.live, job.plan.versions)
     except Message.DoesNotExist:
         return  # deleted meanwhile (conversation deleted): nobody to tell
     except Exception:
