@@ -195,6 +195,8 @@ def append_frames(messages: list[Message]) -> list[str]:
     """Messages added at the end of the thread, in as few frames as fit."""
     frames, batch, size = [], [], 0
     for item in messages:
+        if not hasattr(item, "versions"):
+            item.versions = None  # a new turn has no other version yet
         html = _render("append", messages=[item])
         if not _fits(html):
             frames += [_render("append", messages=batch)] if batch else []

@@ -56,4 +56,11 @@ def test_click_through_versions_edit_into_a_branch_and_navigate_back(page, chat_
     expect(page.locator("article.msg.user").last).to_contain_text("First question")
     expect(last_reply(page)).to_contain_text("Answer two")
     expect(last_reply(page).locator(".versions")).to_contain_text("2 / 2")
+
+    before = page.url
+    last_reply(page).get_by_role("button", name="Branch into a new conversation from here").click()
+    page.wait_for_url(lambda url: url != before and "/c/" in url)
+    expect(page.locator("#conv-title")).to_contain_text("(branch)")
+    expect(page.locator("article.msg")).to_have_count(2)
+    expect(last_reply(page)).to_contain_text("Answer two")
     assert page.errors == []
