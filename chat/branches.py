@@ -8,8 +8,9 @@ from itertools import pairwise
 
 from django.db import transaction
 
+from chat import thread
 from chat.models import Conversation, Message
-from chat.ownership import Refused, owned_message
+from chat.ownership import Refused, locked_conversation, owned_message
 from chat.tree import Tree
 
 COPIED_FIELDS = (
@@ -19,15 +20,11 @@ COPIED_FIELDS = (
 )  # fmt: skip
 
 
-def _locked(user, conversation_id) -> Conversation:
-    return Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
-
-
 @transaction.atomic
 def switch(user, conversation_id, message_id) -> int:
     """Show the version `message_id` (with the newest branch below it) on every tab,
     now and after a reload. Returns the id shown."""
-    conversation = _locked(user, conversation_id)
+    conversation = locked_conversation(user, conversation_id)
     target = owned_message(conversation, message_id)
     conversation.active_leaf_id = Tree.of(conversation.pk).newest_below(target.pk)
     conversation.save(update_fields=["active_leaf"])
@@ -51,9 +48,8 @@ class Doomed:
 
 def _doomed(conversation, message_id) -> tuple[Doomed, list[int], Tree]:
     target = owned_message(conversation, message_id)
-    tree = Tree.of(conversation.pk)
-    ids = tree.subtree(target.pk)
-    shown = set(tree.path_to(tree.leaf_for(conversation.active_leaf_id)))
+    tree, path = thread.active_path(conversation)
+    ids, shown = tree.subtree(target.pk), set(path)
     return Doomed(target.pk, len(ids), len([pk for pk in ids if pk not in shown])), ids, tree
 
 
@@ -64,7 +60,7 @@ def delete(user, conversation_id, message_id, confirmed: int | None) -> tuple[Do
     Returns (what goes, whether it went). Unconfirmed, or confirmed for another
     size (the tree grew meanwhile), nothing is deleted and the caller asks again.
     """
-    conversation = _locked(user, conversation_id)
+    conversation = locked_conversation(user, conversation_id)
     doomed, ids, tree = _doomed(conversation, message_id)
     if Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).exists():
         raise Refused("A reply below this message is still being written; stop it first.")

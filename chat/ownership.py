@@ -25,6 +25,11 @@ def owned_conversation(user, conversation_id) -> Conversation | None:
     return Conversation.objects.filter(pk=conversation_id, owner=user).first()
 
 
+def locked_conversation(user, conversation_id) -> Conversation:
+    """The user's conversation, locked for this transaction: its commands run one at a time."""
+    return Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
+
+
 def as_id(value, refusal: str = "That message does not exist.") -> int:
     """A row id from a command or form: a positive integer that fits the database."""
     if isinstance(value, bool) or not isinstance(value, int | str):

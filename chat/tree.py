@@ -31,8 +31,7 @@ class Tree:
         self.parent: dict[int, int | None] = {}
         self.children: dict[int | None, list[int]] = {}
         for pk, parent in sorted(pairs):
-            self.parent[pk] = parent
-            self.children.setdefault(parent, []).append(pk)
+            self.add(pk, parent)
 
     @classmethod
     def of(cls, conversation_id) -> "Tree":
@@ -43,8 +42,11 @@ class Tree:
     def __contains__(self, pk) -> bool:
         return pk in self.parent
 
-    def __len__(self) -> int:
-        return len(self.parent)
+    def add(self, pk: int, parent: int | None) -> "Tree":
+        """Add a message newer than every one here (children stay in the order written)."""
+        self.parent[pk] = parent
+        self.children.setdefault(parent, []).append(pk)
+        return self
 
     def newest_below(self, pk: int | None) -> int | None:
         """The newest message in the subtree of `pk` (None: the whole tree): a leaf."""

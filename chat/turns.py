@@ -15,7 +15,13 @@ from chat import context, thread
 from chat.governance import bounds, quotas
 from chat.live import metrics
 from chat.models import Conversation, Message, Preference, UsageRecord
-from chat.ownership import Refused, as_id, owned_message
+from chat.ownership import (
+    Refused,
+    as_id,
+    locked_conversation,
+    owned_message,
+    user_streaming_ids,
+)
 from chat.plan import Plan, Resume
 from chat.tree import Tree
 from providers import client
@@ -65,15 +71,11 @@ def _admit(user, busy: list[int] = ()) -> tuple[Preference, quotas.Allowance]:
     still being written, or a quota (concurrency included) is used up. One query finds
     every running reply."""
     preference, _ = Preference.objects.select_for_update().get_or_create(user=user)
-    running = list(
-        Message.objects.filter(conversation__owner=user, status=Status.STREAMING).values_list(
-            "pk", flat=True
-        )
-    )
-    if any(pk in running for pk in busy):
+    replies = user_streaming_ids(user.pk)
+    if any(pk in replies for pk in busy):
         raise Refused("A reply is still being written here; stop it first.")
     try:
-        return preference, quotas.check(user, len(running) + quotas.api_requests_running(user.pk))
+        return preference, quotas.check(user, quotas.running(user.pk, replies))
     except quotas.QuotaExceeded as exceeded:
         metrics.QUOTA_REFUSALS.inc()
         raise Refused(str(exceeded)) from None
@@ -205,10 +207,6 @@ def first_words(text: str, limit: int = 60) -> str:
     return words if len(words) <= limit else words[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
-def _locked(user, conversation_id) -> Conversation:
-    return Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
-
-
 def _ask(user, conversation, parent_path: list[int], earlier, content: str, model_id=None):
     """A question under the end of `parent_path` (whose turns are `earlier`), and its
     reply. Returns both and the plan."""
@@ -233,7 +231,7 @@ def _ask(user, conversation, parent_path: list[int], earlier, content: str, mode
 @transaction.atomic
 def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], Plan]:
     """A new question at the end of the branch shown, and its reply."""
-    conversation = _locked(user, conversation_id)
+    conversation = locked_conversation(user, conversation_id)
     content = _clean_content(content)
     path, earlier = thread.active_branch(conversation)
     return _ask(user, conversation, path, earlier, content, model_id)
@@ -242,7 +240,7 @@ def send(user, conversation_id, content, model_id=None) -> tuple[list[Message], 
 @transaction.atomic
 def edit(user, conversation_id, message_id, content) -> tuple[list[Message], Plan]:
     """A new version of a question, with its own reply; the old branch stays whole."""
-    conversation = _locked(user, conversation_id)
+    conversation = locked_conversation(user, conversation_id)
     question = owned_message(conversation, message_id)
     if question.role != Message.Role.USER:
         raise Refused("Only your own messages can be edited.")
@@ -256,7 +254,7 @@ def regenerate(user, conversation_id, message_id=None, model_id=None) -> tuple[M
     """Another version of a reply (any reply; the end of the branch shown if no id),
     optionally by another model. The old versions stay. A question with no reply
     yet is answered."""
-    conversation = _locked(user, conversation_id)
+    conversation = locked_conversation(user, conversation_id)
     tree, path = thread.active_path(conversation)
     target = owned_message(conversation, message_id) if message_id else None
     if target is None and path:
@@ -274,9 +272,8 @@ def regenerate(user, conversation_id, message_id=None, model_id=None) -> tuple[M
     limits = _bounds(conversation, model, prompt, allowance)
     reply = _new_reply(conversation, question, model, prompt, limits)
     _touch(conversation, model, preference, reply)
-    versions = Tree((pk, question.pk) for pk in [*tree.children.get(question.pk, []), reply.pk])
-    plan = _plan(conversation, model, reply, prompt, limits, versions=versions.versions(reply.pk))
-    return reply, plan
+    versions = tree.add(reply.pk, question.pk).versions(reply.pk)
+    return reply, _plan(conversation, model, reply, prompt, limits, versions=versions)
 
 
 def _continuable(conversation, message_id, tree: Tree) -> Message:
@@ -297,7 +294,7 @@ def _continuable(conversation, message_id, tree: Tree) -> Message:
 def continue_reply(user, conversation_id, message_id) -> tuple[Message, Plan]:
     """Extend a reply that stopped short, in place, with no user turn: the partial
     text is the prompt's tail (providers.continuation says how, per backend)."""
-    conversation = _locked(user, conversation_id)
+    conversation = locked_conversation(user, conversation_id)
     tree = Tree.of(conversation.pk)
     reply = _continuable(conversation, message_id, tree)
     try:

@@ -107,3 +107,13 @@ def _close_worker_connections(django_db_setup):
     from django.db import connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def app_server(django_db_setup, django_db_blocker):
+    """The real app under daphne on the test database, for the browser and API tests."""
+    from tests.live_server import Daphne
+
+    server = Daphne().start()
+    yield server
+    server.stop()

@@ -19,18 +19,10 @@ from chat.models import ApiKey, Quota, UsageRecord
 from providers.models import Model, Provider
 from tests.chat_support import logged_in
 from tests.fake_backend import DEFAULT_TOKENS
-from tests.live_server import Daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ANSWER = "".join(DEFAULT_TOKENS)
 BASES = {"openai": "/v1", "llamacpp": "", "workers_ai": "/client/v4"}
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker):
-    app = Daphne().start()
-    yield app
-    app.stop()
 
 
 @pytest.fixture
@@ -74,10 +66,10 @@ def ledger(key_row=None) -> list[UsageRecord]:
 
 
 @pytest.mark.parametrize("wire", ["openai", "llamacpp", "workers_ai"])
-def test_the_openai_client_completes_and_streams_on_every_wire_format(server, fake, user, wire):
+def test_the_openai_client_completes_and_streams_on_every_wire_format(app_server, fake, user, wire):
     model = model_on(fake, wire)
     row, key = keys.create(user, "script")
-    client = api(server, key)
+    client = api(app_server, key)
     assert [m.id for m in client.models.list()] == [api_id(model)]
     asked = [{"role": "user", "content": "Say hello"}]
 
@@ -107,11 +99,11 @@ def test_the_openai_client_completes_and_streams_on_every_wire_format(server, fa
     assert ApiKey.objects.get(pk=row.pk).last_used is not None
 
 
-def test_reasoning_goes_out_as_reasoning_content(server, fake, user):
+def test_reasoning_goes_out_as_reasoning_content(app_server, fake, user):
     model = model_on(fake, "openai")
     fake.configure(reasoning=["Let ", "me ", "think."], tokens=["Hi."])
     _, key = keys.create(user, "thinker")
-    client = api(server, key)
+    client = api(app_server, key)
     asked = [{"role": "user", "content": "Hi"}]
     whole = client.chat.completions.create(model=api_id(model), messages=asked)
     assert whole.choices[0].message.content == "Hi."
@@ -123,7 +115,7 @@ def test_reasoning_goes_out_as_reasoning_content(server, fake, user):
 
 
 def test_keys_that_do_not_work_get_401_and_a_group_without_the_api_403(
-    server, fake, user, make_user
+    app_server, fake, user, make_user
 ):
     model = model_on(fake, "openai")
     asked = dict(model=api_id(model), messages=[{"role": "user", "content": "Hi"}])
@@ -133,28 +125,28 @@ def test_keys_that_do_not_work_get_401_and_a_group_without_the_api_403(
     ApiKey.objects.filter(pk=expired.pk).update(expires=timezone.now() - timedelta(seconds=1))
     for key in (revoked_key, expired_key, "csk-made-up", ""):
         with pytest.raises(openai.AuthenticationError):
-            api(server, key or "x").chat.completions.create(**asked)
+            api(app_server, key or "x").chat.completions.create(**asked)
 
     outsider = make_user("outsider")  # in no group with the API permission
     _, outsider_key = keys.create(outsider, "sneaky")
     with pytest.raises(openai.PermissionDeniedError):
-        api(server, outsider_key).chat.completions.create(**asked)
+        api(app_server, outsider_key).chat.completions.create(**asked)
     with pytest.raises(openai.PermissionDeniedError):
-        api(server, outsider_key).models.list()
+        api(app_server, outsider_key).models.list()
 
     _, live_key = keys.create(user, "live")
-    api(server, live_key).chat.completions.create(**asked)
+    api(app_server, live_key).chat.completions.create(**asked)
     user.is_active = False
     user.save()
     with pytest.raises(openai.AuthenticationError):
-        api(server, live_key).chat.completions.create(**asked)
+        api(app_server, live_key).chat.completions.create(**asked)
     assert UsageRecord.objects.filter(purpose="api").count() == 1  # refusals spend nothing
 
 
-def test_a_key_restricted_to_model_a_neither_lists_nor_uses_model_b(server, fake, user):
+def test_a_key_restricted_to_model_a_neither_lists_nor_uses_model_b(app_server, fake, user):
     first, second = model_on(fake, "openai", "model-a"), model_on(fake, "openai", "model-b")
     _, key = keys.create(user, "only A", allowed_models=[first])
-    client = api(server, key)
+    client = api(app_server, key)
     assert [m.id for m in client.models.list()] == [api_id(first)]
     client.chat.completions.create(model=api_id(first), messages=[{"role": "user", "content": "a"}])
     with pytest.raises(openai.NotFoundError):
@@ -163,20 +155,22 @@ def test_a_key_restricted_to_model_a_neither_lists_nor_uses_model_b(server, fake
         )
     second.allowed_groups.add(Group.objects.create(name="elsewhere"))  # by group, too
     _, open_key = keys.create(user, "all mine")
-    assert [m.id for m in api(server, open_key).models.list()] == [api_id(first)]
+    assert [m.id for m in api(app_server, open_key).models.list()] == [api_id(first)]
 
 
-def test_only_a_bearer_key_opens_the_api_and_a_key_does_not_open_the_website(server, fake, user):
+def test_only_a_bearer_key_opens_the_api_and_a_key_does_not_open_the_website(
+    app_server, fake, user
+):
     model_on(fake, "openai")
     _, key = keys.create(user, "k")
     browser = logged_in(user)
     cookie = {"sessionid": browser.cookies["sessionid"].value}
     body = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.Client(base_url=server.url, cookies=cookie) as signed_in:
+    with httpx.Client(base_url=app_server.url, cookies=cookie) as signed_in:
         assert signed_in.get("/").status_code == 200  # the cookie opens the website
         assert signed_in.get("/v1/models").status_code == 401  # but not the API
         assert signed_in.post("/v1/chat/completions", json=body).status_code == 401
-    with httpx.Client(base_url=server.url) as http:
+    with httpx.Client(base_url=app_server.url) as http:
         ignored = http.get("/v1/models", headers={"x-api-key": key})
         assert ignored.status_code == 401 and ignored.json()["error"]["code"] == "invalid_api_key"
         # No CSRF token needed with the key; a key does not sign in to the site.
@@ -185,7 +179,7 @@ def test_only_a_bearer_key_opens_the_api_and_a_key_does_not_open_the_website(ser
         assert site.status_code == 302 and "/accounts/login/" in site.headers["location"]
 
 
-def test_bad_requests_get_openai_shaped_400s(server, fake, user):
+def test_bad_requests_get_openai_shaped_400s(app_server, fake, user):
     model = model_on(fake, "openai")
     _, key = keys.create(user, "k")
     headers = {"Authorization": f"Bearer {key}"}
@@ -198,7 +192,7 @@ def test_bad_requests_get_openai_shaped_400s(server, fake, user):
         ({"messages": []}, "messages must be a non-empty list"),
         ({"messages": said, "stream": "yes"}, "stream must be true or false"),
     ]
-    with httpx.Client(base_url=server.url, headers=headers) as http:
+    with httpx.Client(base_url=app_server.url, headers=headers) as http:
         junk = http.post("/v1/chat/completions", content=b"{not json")
         assert junk.status_code == 400 and "not valid JSON" in junk.json()["error"]["message"]
         for fields, says in cases:
@@ -209,11 +203,11 @@ def test_bad_requests_get_openai_shaped_400s(server, fake, user):
     assert not ledger()  # nothing was spent
 
 
-def test_quota_exhaustion_is_429_with_retry_after(server, fake, user):
+def test_quota_exhaustion_is_429_with_retry_after(app_server, fake, user):
     model = model_on(fake, "openai")
     Quota.objects.create(user=user, requests_per_minute=1)
     _, key = keys.create(user, "k")
-    client = api(server, key)
+    client = api(app_server, key)
     asked = dict(model=api_id(model), messages=[{"role": "user", "content": "Hi"}])
     client.chat.completions.create(**asked)
     with pytest.raises(openai.RateLimitError) as refused:
@@ -223,25 +217,25 @@ def test_quota_exhaustion_is_429_with_retry_after(server, fake, user):
     assert "requests per minute" in refused.value.message
 
 
-def test_requests_beyond_the_concurrency_cap_are_refused(server, fake, user):
+def test_requests_beyond_the_concurrency_cap_are_refused(app_server, fake, user):
     model = model_on(fake, "openai")
     Quota.objects.create(user=user, max_concurrent=1)
     fake.configure(tokens=["slow "] * 100, token_interval=0.05)
     _, key = keys.create(user, "k")
     asked = dict(model=api_id(model), messages=[{"role": "user", "content": "Hi"}])
-    first = api(server, key).chat.completions.create(**asked, stream=True)
+    first = api(app_server, key).chat.completions.create(**asked, stream=True)
     next(iter(first))  # the first request is running
     with pytest.raises(openai.RateLimitError) as refused:
-        api(server, key).chat.completions.create(**asked)
+        api(app_server, key).chat.completions.create(**asked)
     assert "being written" in refused.value.message
     first.close()
 
 
-def test_a_client_that_disconnects_closes_the_upstream_connection(server, fake, user):
+def test_a_client_that_disconnects_closes_the_upstream_connection(app_server, fake, user):
     model = model_on(fake, "llamacpp")
     fake.configure(tokens=["tok "] * 500, token_interval=0.02)
     row, key = keys.create(user, "k")
-    stream = api(server, key).chat.completions.create(
+    stream = api(app_server, key).chat.completions.create(
         model=api_id(model), messages=[{"role": "user", "content": "Go"}], stream=True
     )
     chunks = iter(stream)
@@ -278,13 +272,13 @@ def test_keys_are_stored_only_hashed_and_managed_on_the_settings_page(user):
     assert stranger.post("/settings/api-keys/", {"name": "nope"}).status_code == 403
 
 
-def test_api_use_counts_against_the_web_chats_concurrency_cap(server, fake, user):
+def test_api_use_counts_against_the_web_chats_concurrency_cap(app_server, fake, user):
     from chat.governance import quotas
 
     model = model_on(fake, "openai")
     fake.configure(tokens=["slow "] * 100, token_interval=0.05)
     _, key = keys.create(user, "k")
-    stream = api(server, key).chat.completions.create(
+    stream = api(app_server, key).chat.completions.create(
         model=api_id(model), messages=[{"role": "user", "content": "Hi"}], stream=True
     )
     next(iter(stream))
@@ -296,10 +290,10 @@ def test_api_use_counts_against_the_web_chats_concurrency_cap(server, fake, user
 
 
 def test_admins_see_every_keys_owner_prefix_and_last_use_and_revoke_any(admin_client, user):
-    row, _ = keys.create(user, "build server")
+    row, _ = keys.create(user, "build app_server")
     ApiKey.objects.filter(pk=row.pk).update(last_used=timezone.now())
     listing = admin_client.get("/admin/chat/apikey/").content.decode()
-    assert row.prefix in listing and "scripter" in listing and "build server" in listing
+    assert row.prefix in listing and "scripter" in listing and "build app_server" in listing
     assert (
         row.digest not in listing
         and row.digest

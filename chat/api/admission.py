@@ -19,6 +19,7 @@ from chat import context
 from chat.api.request import ApiCall
 from chat.governance import bounds, quotas
 from chat.models import ApiKey, Message, Preference, UsageRecord
+from chat.ownership import user_streaming_ids
 from providers import client
 from providers.base import ChatRequest, Endpoint
 from providers.models import Model
@@ -76,11 +77,6 @@ def _model(key: ApiKey, name: str) -> Model:
     raise ModelNotFound(f"The model {name!r} does not exist or this key may not use it.")
 
 
-def _running(user) -> int:
-    replies = Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
-    return replies.count() + quotas.api_requests_running(user.pk)
-
-
 def _prompt_tokens(call: ApiCall) -> int:
     return sum(context.estimate_tokens(m["content"]) for m in call.messages)
 
@@ -109,7 +105,7 @@ def admit(key: ApiKey, call: ApiCall) -> ApiPlan:
     user = key.user
     Preference.objects.select_for_update().get_or_create(user=user)  # one start at a time
     try:
-        allowance = quotas.check(user, _running(user))
+        allowance = quotas.check(user, quotas.running(user.pk, user_streaming_ids(user.pk)))
     except quotas.QuotaExceeded as exceeded:
         raise TooMany(str(exceeded), exceeded.retry_after) from None
     prompt, limits = _bounds(model, call, allowance)
@@ -144,19 +140,15 @@ def admit(key: ApiKey, call: ApiCall) -> ApiPlan:
 
 def settle(plan: ApiPlan, outcome) -> None:
     """The ledger row's final numbers (chat.api.completions.Outcome)."""
-    prompt, completion = outcome.usage.prompt_tokens, outcome.usage.completion_tokens
-    estimated = prompt is None or completion is None
-    prompt = plan.prompt_estimate if prompt is None else prompt
-    completion = outcome.tokens_estimate() if completion is None else completion
-    if outcome.usage.cost is not None:
-        cost, source = outcome.usage.cost, UsageRecord.CostSource.PROVIDER
-    elif plan.price_in is None and plan.price_out is None:
-        cost, source = Decimal(0), UsageRecord.CostSource.NONE
+    prompt, completion, estimated = outcome.tokens(plan)
+    reported = outcome.usage.cost
+    cost = bounds.spent(reported, plan.price_in, plan.price_out, prompt, completion)
+    if reported is not None:
+        source = UsageRecord.CostSource.PROVIDER
     else:
-        spent = (plan.price_in or 0) * prompt + (plan.price_out or 0) * completion
-        cost, source = Decimal(spent) / bounds.MILLION, UsageRecord.CostSource.PRICES
+        source = UsageRecord.CostSource.NONE if cost is None else UsageRecord.CostSource.PRICES
     UsageRecord.objects.filter(pk=plan.ledger_id).update(
         prompt_tokens=prompt, completion_tokens=completion, tokens_estimated=estimated,
-        cost=cost, cost_source=source, status=outcome.status, latency_ms=outcome.ttft_ms(),
+        cost=cost or 0, cost_source=source, status=outcome.status, latency_ms=outcome.ttft_ms(),
         duration_ms=outcome.duration_ms(),
     )  # fmt: skip

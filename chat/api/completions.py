@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 from chat.api import admission
 from chat.db import db_async
+from chat.live.jobs import CHARS_PER_TOKEN
 from chat.models import Message
 from providers import client
 from providers.base import Finish, ProviderError, ReasoningDelta, TextDelta, Usage
 
-CHARS_PER_TOKEN = 5  # as chat.live.jobs counts a backend that sends long pieces
 Status = Message.Status
 
 
@@ -56,8 +56,15 @@ class Outcome:
         (self.thought if isinstance(event, ReasoningDelta) else self.text).append(piece)
         return piece
 
-    def tokens_estimate(self) -> int:
-        return max(self.deltas, self.chars // CHARS_PER_TOKEN)
+    def tokens(self, plan) -> tuple[int, int, bool]:
+        """(prompt, completion, estimated): the backend's counts, or the chat's estimates
+        (one token per event, or more if events carry long text)."""
+        prompt, completion = self.usage.prompt_tokens, self.usage.completion_tokens
+        estimated = prompt is None or completion is None
+        prompt = plan.prompt_estimate if prompt is None else prompt
+        if completion is None:
+            completion = max(self.deltas, self.chars // CHARS_PER_TOKEN)
+        return prompt, completion, estimated
 
     def ttft_ms(self) -> int | None:
         return None if self.first_at is None else round((self.first_at - self.started) * 1000)
@@ -66,10 +73,7 @@ class Outcome:
         return round((time.monotonic() - self.started) * 1000)
 
     def usage_body(self, plan) -> dict:
-        prompt = self.usage.prompt_tokens
-        completion = self.usage.completion_tokens
-        prompt = plan.prompt_estimate if prompt is None else prompt
-        completion = self.tokens_estimate() if completion is None else completion
+        prompt, completion, _ = self.tokens(plan)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

@@ -27,11 +27,11 @@ UPSTREAM_STATUS = {
 }  # fmt: skip
 
 
-def error(status: int, message: str, kind: str, code: str | None = None, param=None, **headers):
+def error(status: int, message: str, kind: str, code=None, param=None, retry_after=None):
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     response = JsonResponse(body, status=status)
-    for name, value in headers.items():
-        response[name.replace("_", "-")] = str(value)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response
@@ -65,8 +65,8 @@ async def models(request):
 
 def _upstream_error(failure: ProviderError):
     status = UPSTREAM_STATUS.get(failure.kind, 502)
-    headers = {"Retry_After": round(failure.retry_after or 1)} if status == 429 else {}
-    return error(status, failure.message, "upstream_error", failure.kind, **headers)
+    retry_after = round(failure.retry_after or 1) if status == 429 else None
+    return error(status, failure.message, "upstream_error", failure.kind, retry_after=retry_after)
 
 
 async def _admit(request):
@@ -86,8 +86,10 @@ async def _admit(request):
     except admission.ContextTooLong as long:
         return None, None, error(400, str(long), "invalid_request_error", "context_length_exceeded")
     except admission.TooMany as many:
-        retry = {"Retry_After": many.retry_after}
-        return None, None, error(429, str(many), "rate_limit_error", "quota_exceeded", **retry)
+        refusal = error(
+            429, str(many), "rate_limit_error", "quota_exceeded", retry_after=many.retry_after
+        )
+        return None, None, refusal
 
 
 @csrf_exempt

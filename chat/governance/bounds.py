@@ -48,6 +48,16 @@ class Bounds:
         return Decimal(spend) / MILLION
 
 
+def spent(reported, price_in, price_out, prompt_tokens: int, completion_tokens: int):
+    """What a generation cost: the provider's own figure when it sent one, else the
+    model's prices, else None (no prices set)."""
+    if reported is not None:
+        return reported
+    if price_in is None and price_out is None:
+        return None
+    return ((price_in or 0) * prompt_tokens + (price_out or 0) * completion_tokens) / MILLION
+
+
 def _affordable(allowance: Allowance, prompt_tokens: int, price_in, price_out) -> int | None:
     """Reply tokens the monthly budget still pays for, or None when it sets no bound."""
     if allowance.cost_left is None or not price_out:

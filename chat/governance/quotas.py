@@ -108,6 +108,12 @@ def usage_of(user, now: datetime, limits: Limits | None = None) -> Usage:
     return used
 
 
+def running(user_id, replies: list[int]) -> int:
+    """What the concurrency cap counts: the person's replies being written (`replies`,
+    chat.ownership.user_streaming_ids) and their API requests in flight."""
+    return len(replies) + api_requests_running(user_id)
+
+
 def api_requests_running(user_id) -> int:
     """API requests of this person in flight, in any process (their ledger rows). Most
     people have no key: for them, one indexed lookup instead of a scan of the ledger."""

@@ -58,10 +58,7 @@ def sync_ids(content: dict) -> tuple[int, list[int]]:
 
 def count(value) -> int | None:
     """A confirmed count (of messages to delete), or None if there is none to read."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        return None
     try:
-        number = int(value)
-    except ValueError:
+        return ownership.as_id(value)
+    except ownership.Refused:
         return None
-    return number if 0 < number <= ownership.MAX_ID else None

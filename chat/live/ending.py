@@ -18,6 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from chat.db import db_async
+from chat.governance import bounds
 from chat.live import events, metrics
 from chat.models import Message, UsageRecord
 
@@ -104,12 +105,7 @@ def ledger_fields(job, fields: dict) -> dict:
 
 
 def _cost(job, prompt: int, completion: int) -> Decimal | None:
-    if job.usage.cost is not None:
-        return job.usage.cost
-    if job.plan.price_in is None and job.plan.price_out is None:
-        return None
-    million = Decimal(1_000_000)
-    return ((job.plan.price_in or 0) * prompt + (job.plan.price_out or 0) * completion) / million
+    return bounds.spent(job.usage.cost, job.plan.price_in, job.plan.price_out, prompt, completion)
 
 
 def fallback_fields(job) -> tuple[dict, dict]:

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_server import Daphne
-
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -47,13 +45,6 @@ def browser():
             browser.close()
     finally:
         del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-
-
-@pytest.fixture(scope="session")
-def app_server(django_db_setup, django_db_blocker):
-    server = Daphne().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
