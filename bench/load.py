@@ -23,6 +23,11 @@ from tests.frames import NEW_REPLY
 # One per text event of the fake backend (`{"content": "tok "}`, or a piece of Markdown
 # holding one "tok"); not the "…_tokens" of its usage report.
 TOKEN = re.compile(rb"tok(?!ens)")
+FINAL_STATUS = re.compile(r'<article id="msg-\d+" class="msg assistant status-(\w+)')
+
+
+class ReplyFailed(Exception):
+    """A reply that ended other than complete: it counts as an error, not as a reply."""
 
 
 @dataclass
@@ -172,6 +177,8 @@ async def app_client(
             errors.add(type(failure).__name__)
         except RuntimeError:
             errors.add("refused")
+        except ReplyFailed as failed:
+            errors.add(f"reply {failed}")
 
 
 async def _app_session(base, conversation, cookie, stop, out, active):
@@ -203,6 +210,8 @@ async def _app_session(base, conversation, cookie, stop, out, active):
                         reply.frames += 1
                         reply.last_at = now
                     elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:
+                        if (ended := FINAL_STATUS.match(frame)) and ended[1] != "complete":
+                            raise ReplyFailed(ended[1])  # an error, a cut or an interruption
                         break
                     elif re.search(r'class="notice[ "]', frame):
                         raise RuntimeError(f"the app refused: {frame}")
