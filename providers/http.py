@@ -21,6 +21,7 @@ import httpx
 
 from providers.base import Endpoint, ProviderError
 from providers.errors import classify, connection_failure, error_in, excerpt, public_url
+from providers.network import Backend
 from providers.sse import EventDecoder
 
 MAX_SSE_LINE = 1 << 20  # 1 MiB in one line is not a token stream
@@ -38,11 +39,16 @@ _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClien
 def client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     if loop not in _clients:
-        _clients[loop] = httpx.AsyncClient(
+        http = httpx.AsyncClient(
             follow_redirects=False,
             limits=httpx.Limits(max_connections=500, max_keepalive_connections=50),
             headers={"User-Agent": "chatsite"},
         )
+        # Direct connections move their bytes through providers.network. Set on the
+        # default transport's pool (httpx has no argument for it) rather than by
+        # passing a transport, which would drop the HTTP(S)_PROXY settings httpx reads.
+        http._transport._pool._network_backend = Backend()
+        _clients[loop] = http
     return _clients[loop]
 
 

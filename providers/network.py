@@ -1,0 +1,209 @@
+"""The bytes under httpx: httpcore's network backend on plain asyncio protocols.
+
+httpx and httpcore still do all of HTTP (requests, chunked bodies, keep-alive,
+TLS through the standard ssl module); this module only moves bytes, through
+httpcore's documented extension point (`network_backend`).
+
+Why not the default (anyio) backend: a streamed reply is hundreds of small
+reads, and for each one anyio resumes and pauses the socket (two epoll
+changes), arms a cancel scope with its own timer for the read timeout, and
+hands over one chunk. At 100 streams that was over a third of the upstream
+path's CPU. Here the socket keeps reading into a buffer (paused only past
+HIGH_WATER bytes), a read takes everything buffered, and the read timeout is one
+timer per connection that moves forward lazily: it fires at most once per
+timeout period, and only checks whether data came meanwhile.
+"""
+
+import asyncio
+import socket
+import ssl
+from collections import deque
+
+import httpcore
+
+HIGH_WATER = 1 << 20  # stop reading the socket with this much unread
+LOW_WATER = 256 << 10  # and start again below this
+
+
+class _Buffer(asyncio.Protocol):
+    """What the socket delivered and not yet read, and whoever waits for it."""
+
+    def __init__(self):
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.eof = False
+        self.error: Exception | None = None
+        self.reader: asyncio.Future | None = None
+        self.paused_reading = False
+        self.drained: asyncio.Future | None = None  # set while writes must wait
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data: bytes):
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size > HIGH_WATER and not self.paused_reading:
+            self.paused_reading = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self):
+        self.eof = True
+        self._wake()
+        return False  # close: an HTTP/1.1 client has nothing to write after the answer
+
+    def connection_lost(self, exc):
+        self.eof, self.error = True, exc
+        self._wake()
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    def pause_writing(self):
+        self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self):
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+        self.drained = None
+
+    def _wake(self):
+        if self.reader is not None and not self.reader.done():
+            self.reader.set_result(None)
+
+    def take(self, max_bytes: int) -> bytes:
+        data = self.chunks.popleft() if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        if len(data) > max_bytes:
+            data, rest = data[:max_bytes], data[max_bytes:]
+            self.chunks.append(rest)
+        self.size -= len(data)
+        if self.paused_reading and self.size < LOW_WATER:
+            self.paused_reading = False
+            self.transport.resume_reading()
+        return data
+
+
+class Stream(httpcore.AsyncNetworkStream):
+    def __init__(self, transport: asyncio.Transport, buffer: _Buffer):
+        self.transport, self.buffer = transport, buffer
+        self.deadline = 0.0  # when the read being waited for times out
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        buffer = self.buffer
+        if not buffer.chunks and not buffer.eof:
+            await self._wait(timeout)
+        if buffer.chunks:
+            return buffer.take(max_bytes)
+        if buffer.error is not None:
+            raise httpcore.ReadError(str(buffer.error) or type(buffer.error).__name__)
+        return b""  # the server closed the connection
+
+    async def _wait(self, timeout: float | None):
+        loop = asyncio.get_running_loop()
+        self.buffer.reader = loop.create_future()
+        if timeout is not None:
+            self.deadline = loop.time() + timeout
+            if self.timer is not None and self.timer.when() > self.deadline:
+                self.timer.cancel()  # a shorter timeout than the timer's
+                self.timer = None
+            if self.timer is None:
+                self.timer = loop.call_at(self.deadline, self._check_deadline)
+        try:
+            await self.buffer.reader
+        finally:
+            self.buffer.reader = None
+
+    def _check_deadline(self):
+        """The timer: time out the waiting read if its deadline passed, else wait on."""
+        self.timer = None
+        reader = self.buffer.reader
+        if reader is None or reader.done():
+            return  # nobody waits now; the next wait arms a timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self.deadline:
+            reader.set_exception(httpcore.ReadTimeout("no data within the read timeout"))
+        else:
+            self.timer = loop.call_at(self.deadline, self._check_deadline)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if self.transport.is_closing():
+            raise httpcore.WriteError("the connection is closed")
+        self.transport.write(buffer)
+        drained = self.buffer.drained
+        if drained is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(drained)
+            except TimeoutError:
+                raise httpcore.WriteTimeout("could not send within the write timeout") from None
+
+    async def aclose(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.transport.close()
+
+    async def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport = await loop.start_tls(
+                    self.transport, self.buffer, ssl_context, server_hostname=server_hostname
+                )
+        except TimeoutError:
+            raise httpcore.ConnectTimeout("timed out in the TLS handshake") from None
+        except (OSError, ssl.SSLError) as error:
+            self.transport.close()
+            raise httpcore.ConnectError(str(error)) from error
+        self.buffer.transport = transport
+        return Stream(transport, self.buffer)
+
+    def get_extra_info(self, info: str):
+        if info == "is_readable":  # an idle keep-alive connection the server closed
+            return bool(self.buffer.chunks) or self.buffer.eof
+        name = {"client_addr": "sockname", "server_addr": "peername"}.get(info, info)
+        if name in ("ssl_object", "sockname", "peername", "socket"):
+            return self.transport.get_extra_info(name)
+        return None
+
+
+class Backend(httpcore.AsyncNetworkBackend):
+    async def connect_tcp(
+        self, host, port, timeout=None, local_address=None, socket_options=None
+    ) -> Stream:
+        loop = asyncio.get_running_loop()
+        return await _connect(
+            lambda: loop.create_connection(
+                _Buffer, host, port, local_addr=(local_address, 0) if local_address else None
+            ),
+            timeout,
+            socket_options,
+        )
+
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None) -> Stream:
+        loop = asyncio.get_running_loop()
+        return await _connect(
+            lambda: loop.create_unix_connection(_Buffer, path), timeout, socket_options
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def _connect(open_connection, timeout, socket_options) -> Stream:
+    try:
+        async with asyncio.timeout(timeout):
+            transport, buffer = await open_connection()
+    except TimeoutError:
+        raise httpcore.ConnectTimeout("timed out connecting") from None
+    except OSError as error:
+        raise httpcore.ConnectError(str(error) or type(error).__name__) from error
+    sock: socket.socket | None = transport.get_extra_info("socket")
+    for option in socket_options or ():
+        sock.setsockopt(*option)
+    return Stream(transport, buffer)
