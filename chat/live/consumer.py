@@ -21,6 +21,7 @@ from chat.db import db_async
 from chat.live import commands, events, jobs, presence
 from chat.live.follower import FORWARD, RESYNC, ReplyFollower
 from chat.models import Conversation, Message
+from chat.plan import Plan
 
 log = logging.getLogger(__name__)
 CLOSE_NOT_FOUND = 4404
@@ -40,6 +41,13 @@ def _as_user(user_id, command, *args):
     if user is None:
         raise turns.Refused("Your account was deactivated.")
     return command(user, *args)
+
+
+def _send_and_draw(user, conversation_id, content, model_id) -> tuple[list[str], Plan]:
+    """A send, and the frames that show its two new turns, in one trip to the database
+    thread: on SQLite every send queues there behind everyone else's."""
+    messages, plan = turns.send(user, conversation_id, content, model_id)
+    return events.append_frames(messages), plan
 
 
 def _streaming_shown(conversation_id) -> list[int]:
@@ -161,11 +169,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.notice("Something went wrong on the server; nothing was lost. Try again.")
 
     async def command_send(self, content):
-        messages, plan = await _as_user(
-            self.user.pk, turns.send, self.conversation.pk, content.get("content"),
+        frames, plan = await _as_user(
+            self.user.pk, _send_and_draw, self.conversation.pk, content.get("content"),
             content.get("model"),
         )  # fmt: skip
-        await self.begin(plan, append=messages)
+        await events.publish_thread(self.conversation.pk, frames)  # on every tab
+        jobs.start(plan)  # after the turns went out: no delta can come before its reply
 
     async def command_continue(self, content):
         """Extend a reply that stopped short, in place (chat.turns.continue_reply)."""
@@ -233,12 +242,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.user.pk, ownership.stoppable, self.conversation.pk, content.get("message_id")
         )
         await events.stop_job(message_id)
-
-    async def begin(self, plan, append=()):
-        """Show the new turns on every tab of this conversation, then start the job."""
-        frames = await db_async(events.append_frames)(list(append))
-        await events.publish_thread(self.conversation.pk, frames)
-        jobs.start(plan)
 
     async def redraw(self, showing=None, new_reply=None):
         """Draw the thread again on every tab: another branch is shown."""

@@ -151,27 +151,38 @@ def with_earlier_part(resume, fields: dict) -> dict:
 
 @db_async
 @fresh_connection_on_failure
-def save_final(plan, fields: dict, ledger: dict):
+def save_final(plan, fields: dict, ledger: dict, live=None) -> list[str]:
+    """Save how the reply ended, then draw it, in one trip to the database thread (on
+    SQLite, every reply's ending queues there behind everyone else's sends)."""
     with transaction.atomic():
         Message.objects.filter(pk=plan.message_id).update(**with_earlier_part(plan.resume, fields))
         rows = UsageRecord.objects.filter(message_id=plan.message_id)
         rows = rows.filter(pk=plan.ledger_id) if plan.ledger_id else rows
         rows.update(**ledger)
+    return final_frames(plan.message_id, live, plan.versions)
 
 
-@db_async
 def final_frames(message_id: int, live=None, versions=None) -> list[str]:
-    """The finished message's frames. Its Markdown comes from the job's live rendering
-    (`live`), which already holds every block but the last: the same HTML as rendering
-    the whole text again (tested), for a fraction of the work."""
-    message = Message.objects.get(pk=message_id)
+    """The finished message's frames (none if it was deleted meanwhile). Its Markdown
+    comes from the job's live rendering (`live`), which already holds every block but
+    the last: the same HTML as rendering the whole text again (tested), for a fraction
+    of the work. A reply that cannot be drawn is sent as plain text; drawing never
+    fails the save."""
+    try:
+        message = Message.objects.get(pk=message_id)
+    except Message.DoesNotExist:
+        return []  # deleted meanwhile (its conversation was deleted): nobody to tell
     message.versions = versions  # known when it started: no query for its siblings
     try:
         rendered = live.whole(message.content) if live is not None and message.content else None
         return events.message_frames(message, rendered=rendered)
     except Exception:
         log.exception("could not render reply %s; sending it as plain text", message_id)
+    try:
         return events.message_frames(message, plain=True)
+    except Exception:
+        log.exception("could not render reply %s even as plain text", message_id)
+        return []
 
 
 def _values(job) -> tuple[dict, dict]:
@@ -184,11 +195,11 @@ def _values(job) -> tuple[dict, dict]:
         return fallback_fields(job)
 
 
-async def _save(job, fields: dict, ledger: dict) -> bool:
+async def _save(job, fields: dict, ledger: dict) -> list[str] | None:
+    """The frames that show the saved ending, or None if it could not be saved."""
     for attempt in range(FINAL_SAVE_ATTEMPTS):
         try:
-            await save_final(job.plan, fields, ledger)
-            return True
+            return await save_final(job.plan, fields, ledger, job.live)
         except DatabaseError as error:
             log.warning(
                 "final save of reply %s failed (attempt %d): %s", job.message_id, attempt + 1, error
@@ -201,7 +212,7 @@ async def _save(job, fields: dict, ledger: dict) -> bool:
             job.fail()
             fields, ledger = fallback_fields(job)
     log.error("reply %s could not be saved; it stays streaming until recovery", job.message_id)
-    return False
+    return None
 
 
 def _report(job, fields: dict):
@@ -228,13 +239,6 @@ async def finish(job):
     """Save the reply's ending, then show it on every tab."""
     fields, ledger = _values(job)
     _report(job, fields)
-    if not await _save(job, fields, ledger):
-        return
-    try:
-        frames = await final_frames(job.message_id, job.live, job.plan.versions)
-    except Message.DoesNotExist:
-        return  # deleted meanwhile (conversation deleted): nobody to tell
-    except Exception:
-        log.exception("could not render reply %s", job.message_id)
-        return
-    await events.publish_done(job.plan.conversation_id, job.message_id, job.status, frames)
+    frames = await _save(job, fields, ledger)
+    if frames:  # None: not saved (recovery will end it); empty: deleted meanwhile
+        await events.publish_done(job.plan.conversation_id, job.message_id, job.status, frames)

@@ -192,24 +192,30 @@ def message_frames(message: Message, plain: bool = False, rendered=None) -> list
 
 
 def append_frames(messages: list[Message]) -> list[str]:
-    """Messages added at the end of the thread, in as few frames as fit."""
+    """Messages added at the end of the thread, in as few frames as fit; each is drawn
+    once (a send draws its two turns on the database thread, where time is scarce)."""
     frames, batch, size = [], [], 0
+
+    def flush():
+        nonlocal size
+        if batch:
+            frames.append(_render("append-drawn", html=SafeString("".join(batch))))
+        batch.clear()
+        size = 0
+
     for item in messages:
         if not hasattr(item, "versions"):
             item.versions = None  # a new turn has no other version yet
-        html = _render("append", messages=[item])
+        html = _render("message", message=item)
         if not _fits(html):
-            frames += [_render("append", messages=batch)] if batch else []
-            batch, size = [], 0
-            frames += _whole(item, "append")
+            flush()
+            frames.extend(_whole(item, "append"))
             continue
-        if batch and size + len(html.encode()) > settings.WS_FRAME_BYTES:
-            frames.append(_render("append", messages=batch))
-            batch, size = [], 0
-        batch.append(item)
+        if batch and size + len(html.encode()) > settings.WS_FRAME_BYTES - 64:
+            flush()
+        batch.append(html)  # drawn by the template engine, so already escaped
         size += len(html.encode())
-    if batch:
-        frames.append(_render("append", messages=batch))
+    flush()
     return frames
 
 
