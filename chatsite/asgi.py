@@ -6,6 +6,7 @@ makes sure this process's background work (chat.live.runtime) is running on
 the server's event loop.
 """
 
+import gc
 import os
 import sys
 
@@ -73,3 +74,10 @@ router = ProtocolTypeRouter(
 async def application(scope, receive, send):
     runtime.ensure_started()
     await router(scope, receive, send)
+
+
+# Everything loaded so far lives as long as the process: keep it out of the cyclic
+# collector's full passes, which otherwise stopped the event loop for up to 85 ms
+# at a time under load (45 ms with this).
+gc.collect()
+gc.freeze()
