@@ -8,11 +8,12 @@ interpreter. It outlives any failure: one bad row never stops the others.
 """
 
 import asyncio
+import functools
 import logging
 import time
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from chat.db import db_async
@@ -26,14 +27,26 @@ Status = Message.Status
 @db_async
 @fresh_connection_on_failure
 def save_partials(batch: list[tuple[int, str, str]]):
-    """The growing text and thinking of every running reply, in one transaction on one
-    connection."""
-    now = timezone.now()
-    with transaction.atomic():
-        for message_id, text, reasoning in batch:
-            Message.objects.filter(pk=message_id, status=Status.STREAMING).update(
-                content=text, reasoning=reasoning, updated=now
-            )
+    """The growing text and thinking of every running reply, in one statement run for
+    each row, in one transaction on one connection. Plain SQL: the ORM compiled the
+    same UPDATE again for every row, 0.13 ms each, on the thread every send waits for."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    rows = [(text, reasoning, now, message_id, Status.STREAMING.value)
+            for message_id, text, reasoning in batch]  # fmt: skip
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(_partial_save_sql(), rows)
+
+
+@functools.cache
+def _partial_save_sql() -> str:
+    table, columns = Message._meta.db_table, ("content", "reasoning", "updated", "id", "status")
+    content, reasoning, updated, pk, status = (
+        connection.ops.quote_name(Message._meta.get_field(name).column) for name in columns
+    )
+    return (
+        f"UPDATE {connection.ops.quote_name(table)} SET {content} = %s, {reasoning} = %s, "  # noqa: S608 - names from the model, values are parameters
+        f"{updated} = %s WHERE {pk} = %s AND {status} = %s"
+    )
 
 
 async def _save_batch(batch: list[tuple[int, str, str]]) -> set[int]:
