@@ -16,66 +16,15 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from chat import branches, ownership, thread, turns
+from chat import branches, ownership, turns
 from chat.db import db_async
 from chat.live import commands, events, jobs, presence
+from chat.live import socket_work as work
 from chat.live.follower import FORWARD, RESYNC, ReplyFollower
-from chat.models import Conversation, Message
-from chat.plan import Plan
 
 log = logging.getLogger(__name__)
 CLOSE_NOT_FOUND = 4404
 SNAPSHOT_WAIT_SECONDS = 3.0
-
-
-@db_async
-def _run(command, *args):
-    """Run a turns command off the event loop."""
-    return command(*args)
-
-
-@db_async
-def _as_user(user_id, command, *args):
-    """Run a turns command as the account is now: a demotion counts from the next command."""
-    user = ownership.current_user(user_id)
-    if user is None:
-        raise turns.Refused("Your account was deactivated.")
-    return command(user, *args)
-
-
-def _send_and_draw(user, conversation_id, content, model_id) -> tuple[list[str], Plan]:
-    """A send, and the frames that show its two new turns, in one trip to the database
-    thread: on SQLite every send queues there behind everyone else's."""
-    messages, plan = turns.send(user, conversation_id, content, model_id)
-    return events.append_frames(messages), plan
-
-
-def _streaming_shown(conversation_id) -> list[int]:
-    return thread.streaming_on_path(Conversation.objects.get(pk=conversation_id))
-
-
-def _catch_up(conversation_id, after: int, streaming: list[int]) -> thread.Catchup:
-    return thread.catch_up(Conversation.objects.get(pk=conversation_id), after, streaming)
-
-
-def _redraw(conversation_id, showing, new_reply) -> tuple[list[str], list[int]]:
-    """The thread's frames, and the replies in it still streaming that sockets must
-    fetch afresh (not `new_reply`, which every socket follows from its first delta)."""
-    conversation = Conversation.objects.get(pk=conversation_id)
-    window = thread.window(conversation, showing)
-    resync = [m.pk for m in window.messages if m.is_streaming and m.pk != new_reply]
-    return events.thread_frames(conversation, window, showing), resync
-
-
-@db_async
-def _saved(message_id: int) -> tuple[Message | None, list[str]]:
-    """The message as saved, and its frames: final if it has finished, else a snapshot."""
-    message = Message.objects.filter(pk=message_id).first()
-    if message is None:
-        return None, []
-    if message.is_streaming:
-        return message, events.saved_snapshot_frames(message)
-    return message, events.message_frames(message)
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -100,7 +49,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=presence.CLOSE_SIGNED_OUT)
             return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.conversation = await _run(ownership.owned_conversation, user, conversation_id)
+        self.conversation = await work.run(ownership.owned_conversation, user, conversation_id)
         if self.conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
@@ -116,7 +65,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         presence.join(self.channel_name, presence.Presence(user.pk, key, auth_hash, self))
         await self._join_groups()
         self.keeper = asyncio.create_task(self._keep_membership())
-        for message_id in await _run(_streaming_shown, self.conversation.pk):
+        for message_id in await work.run(work.streaming_shown, self.conversation.pk):
             await self.resync(message_id)
 
     async def disconnect(self, code):
@@ -169,8 +118,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.notice("Something went wrong on the server; nothing was lost. Try again.")
 
     async def command_send(self, content):
-        frames, plan = await _as_user(
-            self.user.pk, _send_and_draw, self.conversation.pk, content.get("content"),
+        frames, plan = await work.as_user(
+            self.user.pk, work.send_and_draw, self.conversation.pk, content.get("content"),
             content.get("model"),
         )  # fmt: skip
         await events.publish_thread(self.conversation.pk, frames)  # on every tab
@@ -178,7 +127,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def command_continue(self, content):
         """Extend a reply that stopped short, in place (chat.turns.continue_reply)."""
-        reply, plan = await _as_user(
+        reply, plan = await work.as_user(
             self.user.pk, turns.continue_reply, self.conversation.pk, content.get("message_id")
         )
         frames = await db_async(events.message_frames)(reply)
@@ -186,7 +135,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         jobs.start(plan)
 
     async def command_regenerate(self, content):
-        reply, plan = await _as_user(
+        reply, plan = await work.as_user(
             self.user.pk, turns.regenerate, self.conversation.pk, content.get("message_id"),
             content.get("model"),
         )  # fmt: skip
@@ -194,7 +143,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         jobs.start(plan)
 
     async def command_edit(self, content):
-        messages, plan = await _as_user(
+        messages, plan = await work.as_user(
             self.user.pk, turns.edit, self.conversation.pk, content.get("message_id"),
             content.get("content"),
         )  # fmt: skip
@@ -204,7 +153,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def command_switch(self, content):
         """Show another version: saved, so every tab and every reload shows it too."""
-        shown = await _as_user(
+        shown = await work.as_user(
             self.user.pk, branches.switch, self.conversation.pk, content.get("message_id")
         )
         await self.redraw(showing=shown)
@@ -212,7 +161,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def command_delete(self, content):
         """First ask (how many messages go, hidden branches included), then delete."""
         confirmed = commands.count(content.get("confirm"))
-        doomed, deleted = await _as_user(
+        doomed, deleted = await work.as_user(
             self.user.pk, branches.delete, self.conversation.pk, content.get("message_id"),
             confirmed,
         )  # fmt: skip
@@ -225,9 +174,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def command_sync(self, content):
         """The page says what it shows (sent on every connect); fill in what it missed."""
         after, streaming = commands.sync_ids(content)
-        catchup = await _run(_catch_up, self.conversation.pk, after, streaming)
+        catchup = await work.run(work.catch_up, self.conversation.pk, after, streaming)
         if catchup.redraw:  # it shows a branch no longer chosen: draw the chosen one
-            frames, resync = await _run(_redraw, self.conversation.pk, None, None)
+            frames, resync = await work.run(work.redraw, self.conversation.pk, None, None)
             await self.thread_redraw({"frames": frames, "resync": resync})
             return
         for message in catchup.finished:
@@ -238,14 +187,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.resync(message_id)
 
     async def command_stop(self, content):
-        message_id = await _as_user(
+        message_id = await work.as_user(
             self.user.pk, ownership.stoppable, self.conversation.pk, content.get("message_id")
         )
         await events.stop_job(message_id)
 
     async def redraw(self, showing=None, new_reply=None):
         """Draw the thread again on every tab: another branch is shown."""
-        frames, resync = await _run(_redraw, self.conversation.pk, showing, new_reply)
+        frames, resync = await work.run(work.redraw, self.conversation.pk, showing, new_reply)
         await events.publish_redraw(self.conversation.pk, frames, resync)
 
     async def notice(self, text: str):
@@ -313,7 +262,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """No job answered in time: it died or is out of reach. Show the saved text."""
         await asyncio.sleep(SNAPSHOT_WAIT_SECONDS)
         self.timers.pop(message_id, None)
-        message, frames = await _saved(message_id)
+        message, frames = await work.saved(message_id)
         if message is None:
             self.follower.done(message_id)
             return
@@ -337,7 +286,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     raise asyncio.CancelledError from None
                 log.warning("could not re-join groups; will retry")
                 continue
-            for message_id in self.follower.following():
-                message, frames = await _saved(message_id)
+            following = self.follower.following()
+            for message_id in await work.run(work.ended, following) if following else ():
+                message, frames = await work.saved(message_id)
                 if message is not None and not message.is_streaming:
                     await self.gen_done({"message_id": message_id, "frames": frames})

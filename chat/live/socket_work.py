@@ -1,0 +1,70 @@
+"""The database work of a chat socket (chat.live.consumer), run off the event loop.
+
+On SQLite all of it queues on one thread with every other socket's, so each
+command makes one trip: a send comes back with its turns already drawn.
+"""
+
+from chat import ownership, thread, turns
+from chat.db import db_async
+from chat.live import events
+from chat.models import Conversation, Message
+from chat.plan import Plan
+
+
+@db_async
+def run(command, *args):
+    """Run a turns command off the event loop."""
+    return command(*args)
+
+
+@db_async
+def as_user(user_id, command, *args):
+    """Run a turns command as the account is now: a demotion counts from the next command."""
+    user = ownership.current_user(user_id)
+    if user is None:
+        raise turns.Refused("Your account was deactivated.")
+    return command(user, *args)
+
+
+def send_and_draw(user, conversation_id, content, model_id) -> tuple[list[str], Plan]:
+    """A send, and the frames that show its two new turns, in one trip to the database
+    thread: on SQLite every send queues there behind everyone else's."""
+    messages, plan = turns.send(user, conversation_id, content, model_id)
+    return events.append_frames(messages), plan
+
+
+def streaming_shown(conversation_id) -> list[int]:
+    return thread.streaming_on_path(Conversation.objects.get(pk=conversation_id))
+
+
+def catch_up(conversation_id, after: int, streaming: list[int]) -> thread.Catchup:
+    return thread.catch_up(Conversation.objects.get(pk=conversation_id), after, streaming)
+
+
+def redraw(conversation_id, showing, new_reply) -> tuple[list[str], list[int]]:
+    """The thread's frames, and the replies in it still streaming that sockets must
+    fetch afresh (not `new_reply`, which every socket follows from its first delta)."""
+    conversation = Conversation.objects.get(pk=conversation_id)
+    window = thread.window(conversation, showing)
+    resync = [m.pk for m in window.messages if m.is_streaming and m.pk != new_reply]
+    return events.thread_frames(conversation, window, showing), resync
+
+
+def ended(message_ids) -> list[int]:
+    """Which of these replies are no longer streaming: one query, nothing drawn."""
+    return list(
+        Message.objects.filter(pk__in=list(message_ids))
+        .exclude(status=Message.Status.STREAMING)
+        .values_list("pk", flat=True)
+    )
+
+
+@db_async
+def saved(message_id: int) -> tuple[Message | None, list[str]]:
+    """The message as saved, and its frames: final if it has finished, else a snapshot."""
+    message = Message.objects.filter(pk=message_id).first()
+    if message is None:
+        return None, []
+    if message.is_streaming:
+        return message, events.saved_snapshot_frames(message)
+    return message, events.message_frames(message)
