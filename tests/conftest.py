@@ -81,8 +81,8 @@ def started_jobs(monkeypatch):
 
     started, original = [], jobs.start
 
-    def recording(plan):
-        job = original(plan)
+    def recording(plan, **options):
+        job = original(plan, **options)
         started.append(job)
         return job
 

@@ -122,8 +122,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.user.pk, work.send_and_draw, self.conversation.pk, content.get("content"),
             content.get("model"),
         )  # fmt: skip
-        await events.publish_thread(self.conversation.pk, frames)  # on every tab
-        jobs.start(plan)  # after the turns went out: no delta can come before its reply
+        job = jobs.start(plan, shown=False)  # the upstream request goes out now
+        try:
+            await events.publish_thread(self.conversation.pk, frames)  # on every tab
+        finally:
+            job.shown.set()  # its deltas follow the turns, never come before them
 
     async def command_continue(self, content):
         """Extend a reply that stopped short, in place (chat.turns.continue_reply)."""
@@ -190,7 +193,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         message_id = await work.as_user(
             self.user.pk, ownership.stoppable, self.conversation.pk, content.get("message_id")
         )
-        await events.stop_job(message_id)
+        await jobs.stop(message_id)
 
     async def redraw(self, showing=None, new_reply=None):
         """Draw the thread again on every tab: another branch is shown."""

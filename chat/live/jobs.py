@@ -17,13 +17,12 @@ import asyncio
 import contextvars
 import logging
 import time
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat.governance import bounds
-from chat.live import ending, events, metrics, titles
+from chat.live import control, ending, events, metrics, titles
 from chat.live.pace import Pace
 from chat.markdown.live import LiveMarkdown
 from chat.models import Message, thought_label_seconds
@@ -70,7 +69,8 @@ class Job:
         self.stop_requested = False
         self.started = time.monotonic()
         self.first_token_at: float | None = None
-        self.done, self.wakeup, self.task = False, asyncio.Event(), None
+        self.done, self.wakeup, self.task, self.pump_task = False, asyncio.Event(), None, None
+        self.shown = asyncio.Event()  # set once the page can take the reply's deltas
         self.saved_chars, self.last_save = 0, time.monotonic()
         self.deltas = self.chars = self.bytes = 0  # text events (about one token each), size
         self.cut_note = ""  # why the reply was cut short, when it was
@@ -178,6 +178,12 @@ class Job:
             log.exception("reply %s crashed", self.message_id)
             self.fail()
 
+    def stop(self):
+        """Stop the reply: the upstream connection closes; the text so far is kept."""
+        self.stop_requested = True
+        if self.pump_task is not None:
+            self.pump_task.cancel()
+
     def fail(self):
         """A bug or an unexpected state on our side: the reply ends as failed, text kept."""
         self.failed = True
@@ -192,6 +198,7 @@ class Job:
         it must not run on unseen, nor take the other replies down with it.
         """
         try:
+            await self.shown.wait()  # the reply's turns are on the page (start's caller)
             while not self.done:
                 await self.wakeup.wait()
                 self.wakeup.clear()
@@ -254,25 +261,6 @@ class Job:
                                    self.live.tail_text(), label)  # fmt: skip
         return events.live_frames(self.message_id, change, reset=True)
 
-    async def listen(self, channel: str, pump: asyncio.Task):
-        layer = get_channel_layer()
-        while not self.done:
-            try:
-                message = await layer.receive(channel)
-            except Exception:
-                # The channel layer is restarting: keep trying, unless we are being
-                # cancelled (a layer may turn the cancellation into its own error).
-                if asyncio.current_task().cancelling():
-                    raise asyncio.CancelledError from None
-                await asyncio.sleep(0.5)
-                continue
-            if events.is_stop(message):
-                self.stop_requested = True
-                pump.cancel()
-            elif events.is_snapshot_request(message):
-                frames = self.snapshot_frames()
-                await events.send_snapshot(message["reply_to"], self.message_id, self.seq, frames)
-
     # --- saving ----------------------------------------------------------------
     def save_due(self, now: float) -> bool:
         """Changed since the last save, or quiet so long that the row needs a heartbeat."""
@@ -294,14 +282,12 @@ async def run(job: Job):
 
 
 async def _stream_and_finish(job: Job):
-    layer = get_channel_layer()
-    control = await layer.new_channel()
-    with suppress(Exception):
-        await layer.group_add(events.job_group(job.message_id), control)
-    pump = asyncio.create_task(job.pump())
+    # The upstream request goes out first; the control channel is joined meanwhile
+    # (on Redis that subscription waited behind everyone else's, under load).
+    pump = job.pump_task = asyncio.create_task(job.pump())
     helpers = [
         asyncio.create_task(job.publish_loop(pump)),
-        asyncio.create_task(job.listen(control, pump)),
+        asyncio.create_task(control.listen(job)),
     ]
     try:
         await asyncio.shield(pump)
@@ -316,23 +302,35 @@ async def _stream_and_finish(job: Job):
             helper.cancel()
         await asyncio.wait(helpers, timeout=2)
         await ending.finish(job)
-        with suppress(Exception):
-            await layer.group_discard(events.job_group(job.message_id), control)
 
 
-def start(plan: Plan) -> Job:
+def start(plan: Plan, shown: bool = True) -> Job:
     """Run the reply in the background, outliving the request or socket that asked for it.
+
+    With `shown` False its deltas wait until the caller, once the reply's turns are
+    out to every tab, calls `job.shown.set()`; the upstream request goes out at once.
 
     The task gets a fresh context: Django runs each request inside asgiref's
     ThreadSensitiveContext, and a task that inherited it could not reach the
     database once the request that started it had finished.
     """
     job = Job(plan)
+    if shown:
+        job.shown.set()
     JOBS[plan.message_id] = job
     loop = asyncio.get_running_loop()
     job.task = loop.create_task(run(job), context=contextvars.Context())
     job.task.add_done_callback(_log_crash)
     return job
+
+
+async def stop(message_id: int):
+    """Stop a reply: at once if its job runs in this process, else through its group."""
+    job = JOBS.get(message_id)
+    if job is not None:
+        job.stop()
+    else:
+        await events.stop_job(message_id)
 
 
 def _log_crash(task: asyncio.Task):
