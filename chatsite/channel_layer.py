@@ -78,13 +78,18 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
 
 
 class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
-    """One Redis server: a bounded pool, and publishes that do not wait for each other.
+    """One Redis server: a bounded pool, and publishes sent together.
 
     The stock shard publishes one message at a time under a lock, each waiting for
     its reply: once the event loop ran late, that capped how many deltas a second
-    the whole process could publish. Here publishes share a pool of at most
-    REDIS_POOL_SIZE connections and wait only for a free one.
+    the whole process could publish. Here every publish made in one turn of the
+    event loop goes out in one pipeline (one write, one round trip), and
+    pipelines share a pool of at most REDIS_POOL_SIZE connections. Each publish
+    still waits for its own reply, and fails if its pipeline fails.
     """
+
+    _pending: list | None = None  # publishes of this turn of the loop
+    _sending: set | None = None  # pipelines in flight (a task nobody holds may vanish)
 
     def _ensure_redis(self):
         if self._redis is None:
@@ -96,7 +101,36 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
 
     async def publish(self, channel, message):
         self._ensure_redis()
-        await self._redis.publish(channel, message)
+        loop = asyncio.get_running_loop()
+        if self._pending is None:
+            self._pending = []
+            loop.call_soon(self._send_pending)  # after this turn's other publishes
+        sent = loop.create_future()
+        self._pending.append((channel, message, sent))
+        await sent
+
+    def _send_pending(self):
+        batch, self._pending = self._pending, None
+        if self._sending is None:
+            self._sending = set()
+        task = asyncio.ensure_future(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list):
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, message, _ in batch:
+                    pipe.publish(channel, message)
+                await pipe.execute()
+        except Exception as error:  # every publish in it fails, as it would alone
+            for *_, sent in batch:
+                if not sent.done():
+                    sent.set_exception(error)
+            return
+        for *_, sent in batch:
+            if not sent.done():
+                sent.set_result(None)
 
 
 class _LoopLayer(channels_redis.pubsub.RedisPubSubLoopLayer):

@@ -2,7 +2,10 @@
 
 import asyncio
 
-from chatsite.channel_layer import InMemoryChannelLayer
+import pytest
+
+from chatsite.channel_layer import InMemoryChannelLayer, RedisPubSubChannelLayer, _Shard
+from tests.redis_support import REDIS_SERVER, OwnRedis
 
 
 async def test_messages_arrive_in_order_as_copies_and_groups_fan_out():
@@ -57,3 +60,63 @@ async def test_the_sweep_keeps_the_queue_of_a_socket_that_is_waiting():
     layer._clean_expired()
     await layer.send(channel, {"type": "x"})
     assert (await asyncio.wait_for(waiting, 1))["type"] == "x"
+
+
+# --- Redis pub/sub: publishes of one turn of the loop share a pipeline -----------------
+
+needs_redis = pytest.mark.skipif(not REDIS_SERVER, reason="needs the redis-server program")
+
+
+@pytest.fixture
+def own_redis():
+    server = OwnRedis().start()
+    yield server
+    server.kill()
+
+
+def pipelines_sent(monkeypatch) -> list[int]:
+    """The size of every pipeline the Redis layer sends."""
+    sizes, original = [], _Shard._send
+
+    async def counting(self, batch):
+        sizes.append(len(batch))
+        await original(self, batch)
+
+    monkeypatch.setattr(_Shard, "_send", counting)
+    return sizes
+
+
+@needs_redis
+async def test_publishes_made_together_share_one_pipeline_and_arrive_in_order(
+    own_redis, monkeypatch
+):
+    sizes = pipelines_sent(monkeypatch)
+    layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
+    channel = await layer.new_channel()
+    await layer.group_add("deltas", channel)
+
+    await asyncio.gather(*(layer.group_send("deltas", {"type": "d", "n": n}) for n in range(50)))
+    assert sizes == [50]  # one write and one round trip, not fifty
+    received = [(await asyncio.wait_for(layer.receive(channel), 5))["n"] for _ in range(50)]
+    assert received == list(range(50))
+
+    await layer.group_send("deltas", {"type": "d", "n": 50})  # alone: a pipeline of one
+    assert sizes == [50, 1]
+    assert (await asyncio.wait_for(layer.receive(channel), 5))["n"] == 50
+    await layer.flush()
+
+
+@needs_redis
+async def test_every_publish_of_a_failed_pipeline_fails(own_redis):
+    layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
+    await layer.group_send("deltas", {"type": "d"})  # connected
+    own_redis.kill()
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(layer.group_send("deltas", {"type": "d", "n": n}) for n in range(3)),
+            return_exceptions=True,
+        ),
+        10,
+    )
+    assert all(isinstance(result, Exception) for result in results), results
+    await layer.flush()

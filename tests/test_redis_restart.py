@@ -6,9 +6,6 @@ the rest of the suite), kills it while replies stream, and starts it again.
 """
 
 import asyncio
-import shutil
-import subprocess
-import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -16,48 +13,15 @@ from asgiref.sync import sync_to_async
 from chat.models import Message
 from tests.chat_support import new_conversation, wait_for_status
 from tests.frames import FINAL, NEW_REPLY, shown
-from tests.live_server import Daphne, free_port
+from tests.live_server import Daphne
+from tests.redis_support import REDIS_SERVER, OwnRedis
 from tests.ws_client import ChatClient
 
-REDIS_SERVER = shutil.which("redis-server")
 OUTAGE_SECONDS = 1.0
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not REDIS_SERVER, reason="needs the redis-server program"),
 ]
-
-
-class OwnRedis:
-    """A throw-away, non-persistent Redis server: killed and started again at will."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "OwnRedis":
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            ping = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
-            )
-            if ping.stdout.strip() == "PONG":
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self):
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
 
 
 @pytest.fixture
