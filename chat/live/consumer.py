@@ -10,15 +10,18 @@ snapshot so that a socket joining mid-reply shows it with no gap and no repeat.
 """
 
 import asyncio
+import functools
 import logging
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat import branches, ownership, turns
 from chat.db import db_async
-from chat.live import commands, events, jobs, presence
+from chat.live import commands, events, inbox, jobs, presence
 from chat.live import socket_work as work
 from chat.live.follower import FORWARD, RESYNC, ReplyFollower
 
@@ -29,6 +32,17 @@ SNAPSHOT_WAIT_SECONDS = 3.0
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     conversation = None
+
+    async def __call__(self, scope, receive, send):
+        """Channels' AsyncConsumer.__call__, reading through chat.live.inbox."""
+        self.scope, self.base_send = scope, send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        try:
+            await inbox.dispatch_all([receive, self.channel_receive], self.dispatch)
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message):
         """Channels' dispatch, minus its stale-connection cleanup before every event.
