@@ -132,12 +132,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.notice("Something went wrong on the server; nothing was lost. Try again.")
 
     async def command_send(self, content):
-        frames, plan = await work.as_user(
-            self.user.pk, work.send_and_draw, self.conversation.pk, content.get("content"),
+        messages, plan = await work.as_user(
+            self.user.pk, turns.send, self.conversation.pk, content.get("content"),
             content.get("model"),
         )  # fmt: skip
         job = jobs.start(plan, shown=False)  # the upstream request goes out now
         try:
+            frames = events.append_frames(messages)  # here, not on the database thread
             await events.publish_thread(self.conversation.pk, frames)  # on every tab
         finally:
             job.shown.set()  # its deltas follow the turns, never come before them

@@ -151,37 +151,33 @@ def with_earlier_part(resume, fields: dict) -> dict:
 
 @db_async
 @fresh_connection_on_failure
-def save_final(plan, fields: dict, ledger: dict, live=None) -> list[str]:
-    """Save how the reply ended, then draw it, in one trip to the database thread (on
-    SQLite, every reply's ending queues there behind everyone else's sends)."""
+def save_final(plan, fields: dict, ledger: dict) -> Message | None:
+    """Save how the reply ended, and read it back as saved (None if it was deleted
+    meanwhile), in one trip to the database thread: on SQLite every reply's ending
+    queues there behind everyone else's sends."""
     with transaction.atomic():
         Message.objects.filter(pk=plan.message_id).update(**with_earlier_part(plan.resume, fields))
         rows = UsageRecord.objects.filter(message_id=plan.message_id)
         rows = rows.filter(pk=plan.ledger_id) if plan.ledger_id else rows
         rows.update(**ledger)
-    return final_frames(plan.message_id, live, plan.versions)
+    return Message.objects.filter(pk=plan.message_id).first()
 
 
-def final_frames(message_id: int, live=None, versions=None) -> list[str]:
-    """The finished message's frames (none if it was deleted meanwhile). Its Markdown
+def final_frames(message: Message, live=None, versions=None) -> list[str]:
+    """The finished message's frames, drawn on the event loop (no query). Its Markdown
     comes from the job's live rendering (`live`), which already holds every block but
     the last: the same HTML as rendering the whole text again (tested), for a fraction
-    of the work. A reply that cannot be drawn is sent as plain text; drawing never
-    fails the save."""
-    try:
-        message = Message.objects.get(pk=message_id)
-    except Message.DoesNotExist:
-        return []  # deleted meanwhile (its conversation was deleted): nobody to tell
+    of the work. A reply that cannot be drawn is sent as plain text."""
     message.versions = versions  # known when it started: no query for its siblings
     try:
         rendered = live.whole(message.content) if live is not None and message.content else None
         return events.message_frames(message, rendered=rendered)
     except Exception:
-        log.exception("could not render reply %s; sending it as plain text", message_id)
+        log.exception("could not render reply %s; sending it as plain text", message.pk)
     try:
         return events.message_frames(message, plain=True)
     except Exception:
-        log.exception("could not render reply %s even as plain text", message_id)
+        log.exception("could not render reply %s even as plain text", message.pk)
         return []
 
 
@@ -195,11 +191,11 @@ def _values(job) -> tuple[dict, dict]:
         return fallback_fields(job)
 
 
-async def _save(job, fields: dict, ledger: dict) -> list[str] | None:
-    """The frames that show the saved ending, or None if it could not be saved."""
+async def _save(job, fields: dict, ledger: dict) -> tuple[bool, Message | None]:
+    """Whether the ending was saved, and the message as saved (None: deleted meanwhile)."""
     for attempt in range(FINAL_SAVE_ATTEMPTS):
         try:
-            return await save_final(job.plan, fields, ledger, job.live)
+            return True, await save_final(job.plan, fields, ledger)
         except DatabaseError as error:
             log.warning(
                 "final save of reply %s failed (attempt %d): %s", job.message_id, attempt + 1, error
@@ -212,7 +208,7 @@ async def _save(job, fields: dict, ledger: dict) -> list[str] | None:
             job.fail()
             fields, ledger = fallback_fields(job)
     log.error("reply %s could not be saved; it stays streaming until recovery", job.message_id)
-    return None
+    return False, None
 
 
 def _report(job, fields: dict):
@@ -239,6 +235,9 @@ async def finish(job):
     """Save the reply's ending, then show it on every tab."""
     fields, ledger = _values(job)
     _report(job, fields)
-    frames = await _save(job, fields, ledger)
-    if frames:  # None: not saved (recovery will end it); empty: deleted meanwhile
+    saved, message = await _save(job, fields, ledger)
+    if not saved or message is None:  # recovery will end it; or nobody is left to tell
+        return
+    frames = final_frames(message, job.live, job.plan.versions)
+    if frames:
         await events.publish_done(job.plan.conversation_id, job.message_id, job.status, frames)

@@ -1,14 +1,14 @@
 """The database work of a chat socket (chat.live.consumer), run off the event loop.
 
 On SQLite all of it queues on one thread with every other socket's, so each
-command makes one trip: a send comes back with its turns already drawn.
+command makes one trip, and what can be drawn without the database (a send's
+new turns) is drawn on the event loop instead, where time is less scarce.
 """
 
 from chat import ownership, thread, turns
 from chat.db import db_async
 from chat.live import events
 from chat.models import Conversation, Message
-from chat.plan import Plan
 
 
 @db_async
@@ -24,13 +24,6 @@ def as_user(user_id, command, *args):
     if user is None:
         raise turns.Refused("Your account was deactivated.")
     return command(user, *args)
-
-
-def send_and_draw(user, conversation_id, content, model_id) -> tuple[list[str], Plan]:
-    """A send, and the frames that show its two new turns, in one trip to the database
-    thread: on SQLite every send queues there behind everyone else's."""
-    messages, plan = turns.send(user, conversation_id, content, model_id)
-    return events.append_frames(messages), plan
 
 
 def streaming_shown(conversation_id) -> list[int]:
