@@ -41,7 +41,7 @@ def client() -> httpx.AsyncClient:
     if loop not in _clients:
         http = httpx.AsyncClient(
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=500, max_keepalive_connections=50),
+            limits=httpx.Limits(max_connections=500, max_keepalive_connections=200),
             headers={"User-Agent": "chatsite"},
         )
         # Direct connections move their bytes through providers.network. Set on the
