@@ -23,11 +23,13 @@ import time
 RESTART_PAUSE_SECONDS = 1.0
 # The database thread gives up the GIL at every query and, while the event loop is
 # busy, waits up to the switch interval to get it back: at the default 5 ms a send's
-# dozen queries queued every other send behind it. At 1 ms (`make bench`, 100
-# clients, two runs each): added time to first token p50 +43/+54 ms against
-# +110/+145, and CPU per token 0.160/0.169 ms against 0.181/0.189. (0.5 ms measured
-# worse, on older code: the loop was interrupted too often.)
-SWITCH_INTERVAL_SECONDS = 0.001
+# dozen queries queued every other send behind it. Measured with `make bench` at 100
+# clients, runs interleaved: 1 ms against 5 ms, added time to first token p50
+# +43/+54 ms against +110/+145 and CPU per token 0.160/0.169 ms against
+# 0.181/0.189; then 0.5 ms against 1 ms, p50 +133 ms against +173 and p99 +672
+# against +922 (means of 4 and 3 runs), CPU 0.190 against 0.203 ms; 0.25 ms was
+# worse than both (the loop is interrupted too often).
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def use_uvloop():
