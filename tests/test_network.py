@@ -31,6 +31,17 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+async def send_chunked(writer, pieces, pause: float = 0.0):
+    """A chunked answer, one chunk per piece, `pause` seconds apart."""
+    writer.write(headers())
+    for piece in pieces:
+        writer.write(chunk(piece))
+        await writer.drain()
+        await asyncio.sleep(pause)
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+
+
 async def serve(handler, ssl_context=None):
     """A loopback server that reads one request head, then runs `handler(writer)`."""
 
@@ -67,13 +78,7 @@ def test_a_stream_of_small_chunks_arrives_whole_and_in_order(run):
     pieces = [b'data: {"n": %d}\n\n' % i for i in range(300)]
 
     async def handler(writer):
-        writer.write(headers())
-        for piece in pieces:
-            writer.write(chunk(piece))
-            await writer.drain()
-            await asyncio.sleep(0.001)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
+        await send_chunked(writer, pieces, 0.001)
         return True
 
     async def main():
@@ -119,7 +124,7 @@ def test_silence_longer_than_the_read_timeout_is_a_read_timeout(run):
     async def handler(writer):
         writer.write(headers() + chunk(b"first"))
         await writer.drain()
-        await asyncio.sleep(5)
+        await writer.wait_closed()  # silent until the client gives up and hangs up
         return False
 
     async def main():
@@ -144,13 +149,8 @@ def test_chunks_closer_than_the_read_timeout_never_time_out(run):
     even when the reply lasts many times the read timeout."""
 
     async def handler(writer):
-        writer.write(headers())
-        for _ in range(40):  # 1.2 s of data, 0.03 s apart, against a 0.2 s read timeout
-            writer.write(chunk(b"tok "))
-            await writer.drain()
-            await asyncio.sleep(0.03)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
+        # 1.2 s of data, 0.03 s apart, against a 0.2 s read timeout
+        await send_chunked(writer, [b"tok "] * 40, 0.03)
         return False
 
     async def main():
@@ -245,8 +245,7 @@ def test_https_works_and_a_certificate_nobody_trusts_is_refused(run, tmp_path):
     trusting = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
 
     async def handler(writer):
-        writer.write(headers() + chunk(b"secret ") + chunk(b"stream") + b"0\r\n\r\n")
-        await writer.drain()
+        await send_chunked(writer, [b"secret ", b"stream"])
         return True
 
     async def main():

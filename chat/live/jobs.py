@@ -191,7 +191,7 @@ class Job:
         self.cut_note = ending.FAILED_NOTE
 
     # --- publishing ----------------------------------------------------------
-    async def publish_loop(self, pump: asyncio.Task):
+    async def publish_loop(self):
         """First token at once, then at most one delta per batch interval.
 
         If publishing itself breaks, the reply ends as failed (its text is kept);
@@ -211,7 +211,7 @@ class Job:
         except Exception:
             log.exception("reply %s: publishing failed", self.message_id)
             self.fail()
-            pump.cancel()
+            self.pump_task.cancel()
 
     def _answer_due(self) -> bool:
         """Plain prose and code show at every flush (they cost next to nothing); a tail that
@@ -286,7 +286,7 @@ async def _stream_and_finish(job: Job):
     # (on Redis that subscription waited behind everyone else's, under load).
     pump = job.pump_task = asyncio.create_task(job.pump())
     helpers = [
-        asyncio.create_task(job.publish_loop(pump)),
+        asyncio.create_task(job.publish_loop()),
         asyncio.create_task(control.listen(job)),
     ]
     try:

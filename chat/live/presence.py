@@ -26,7 +26,6 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from chat.db import db_async
-from chat.live import events
 
 log = logging.getLogger(__name__)
 DB_SESSIONS = "django.contrib.sessions.backends.db"
@@ -130,7 +129,7 @@ async def check_once(running: dict):
         await entries[index].socket.ended(reason)
     for job in list(running.values()):
         if job.plan.user_id in gone:
-            await events.stop_job(job.message_id)
+            job.stop()  # this process's own jobs: no trip through the channel layer
 
 
 async def watch_forever(running: dict):
