@@ -100,13 +100,17 @@ def cookie_for():
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_worker_connections(django_db_setup):
-    """The async worker thread keeps its database connection (chat.db); close it before
-    the test database is dropped, which PostgreSQL refuses while anyone is connected."""
+    """The worker threads keep their database connections (chat.db, asgiref); close them
+    before the test database is dropped, which PostgreSQL refuses while anyone is connected."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
+    from chat import db
+
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+    if db.ONE_THREAD.thread is not None:
+        db.on_database_thread(connections.close_all)
 
 
 @pytest.fixture(scope="session")

@@ -305,7 +305,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 log.warning("could not re-join groups; will retry")
                 continue
             following = self.follower.following()
-            for message_id in await work.run(work.ended, following) if following else ():
+            for message_id in await work.ended(following) if following else ():
                 message, frames = await work.saved(message_id)
                 if message is not None and not message.is_streaming:
                     await self.gen_done({"message_id": message_id, "frames": frames})

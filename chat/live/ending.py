@@ -17,7 +17,7 @@ from decimal import Decimal
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from chat.db import db_async
+from chat.db import db_background
 from chat.governance import bounds
 from chat.live import events, metrics
 from chat.models import Message, UsageRecord
@@ -149,7 +149,7 @@ def with_earlier_part(resume, fields: dict) -> dict:
     return totals
 
 
-@db_async
+@db_background
 @fresh_connection_on_failure
 def save_final(plan, fields: dict, ledger: dict) -> Message | None:
     """Save how the reply ended, and read it back as saved (None if it was deleted

@@ -25,7 +25,7 @@ from django.contrib.sessions.models import Session
 from django.db import DatabaseError
 from django.utils import timezone
 
-from chat.db import db_async
+from chat.db import db_background
 
 log = logging.getLogger(__name__)
 DB_SESSIONS = "django.contrib.sessions.backends.db"
@@ -121,7 +121,7 @@ async def check_once(running: dict):
     if not entries and not job_users:
         return
     try:
-        ended, gone = await db_async(verdicts)(entries, job_users)
+        ended, gone = await db_background(verdicts)(entries, job_users)
     except DatabaseError:
         log.warning("could not re-check open sockets: database unavailable")
         return

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from chat.db import db_async
+from chat.db import db_background
 from chat.live.ending import fresh_connection_on_failure
 from chat.models import Message
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 Status = Message.Status
 
 
-@db_async
+@db_background
 @fresh_connection_on_failure
 def save_partials(batch: list[tuple[int, str, str]]):
     """The growing text and thinking of every running reply, in one statement run for

@@ -6,7 +6,7 @@ new turns) is drawn on the event loop instead, where time is less scarce.
 """
 
 from chat import ownership, thread, turns
-from chat.db import db_async
+from chat.db import db_async, db_background
 from chat.live import events
 from chat.models import Conversation, Message
 
@@ -43,8 +43,10 @@ def redraw(conversation_id, showing, new_reply) -> tuple[list[str], list[int]]:
     return events.thread_frames(conversation, window, showing), resync
 
 
+@db_background
 def ended(message_ids) -> list[int]:
-    """Which of these replies are no longer streaming: one query, nothing drawn."""
+    """Which of these replies are no longer streaming: one query, nothing drawn.
+    Nobody waits on it: a periodic check, behind every command."""
     return list(
         Message.objects.filter(pk__in=list(message_ids))
         .exclude(status=Message.Status.STREAMING)

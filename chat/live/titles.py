@@ -20,7 +20,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from chat.db import db_async
+from chat.db import db_background
 from chat.governance import quotas
 from chat.live import events
 from chat.models import Conversation, Message, SiteSettings, UsageRecord
@@ -66,7 +66,7 @@ def _model_for(message: Message):
     return message.model
 
 
-@db_async
+@db_background
 def _prepare(message_id: int, question: str) -> TitleCall | None:
     """Pick the model, check the quota, and open the ledger row; None when no title is due."""
     message = Message.objects.select_related("conversation__owner", "model__provider").get(
@@ -103,7 +103,7 @@ def _prepare(message_id: int, question: str) -> TitleCall | None:
     return TitleCall(client.endpoint_for(model.provider, model), request, ledger.pk)
 
 
-@db_async
+@db_background
 def _meter(ledger_id: int, completion, started: float):
     """Finish the title's ledger row: what the backend reported, or an estimate; free on failure."""
     record = UsageRecord.objects.select_related("model").get(pk=ledger_id)
@@ -137,7 +137,7 @@ def _cost(model, usage, prompt: int, completion: int) -> dict:
     return {"cost": Decimal(spent) / 1_000_000, "cost_source": UsageRecord.CostSource.PRICES}
 
 
-@db_async
+@db_background
 def _save(conversation_id, provisional: str, title: str) -> list[str]:
     updated = Conversation.objects.filter(pk=conversation_id, title=provisional).update(title=title)
     if not updated:
