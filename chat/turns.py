@@ -44,20 +44,20 @@ def _clean_content(content) -> str:
 
 
 def _pick_model(user, conversation: Conversation, model_id) -> Model:
-    available = Model.objects.available_to(user).select_related("provider")
     if model_id not in (None, ""):
         refusal = "That model is not available to you. Pick another one."
-        model = available.filter(pk=as_id(model_id, refusal)).first()
+        model = Model.objects.one_available_to(user, as_id(model_id, refusal))
         if model is None:
             raise Refused(refusal)
         return model
     if conversation.model_id:
-        model = available.filter(pk=conversation.model_id).first()
+        model = Model.objects.one_available_to(user, conversation.model_id)
         if model is None:
             raise Refused(
                 "This conversation's model is no longer available to you. Pick another one."
             )
         return model
+    available = Model.objects.available_to(user).select_related("provider")
     preference = Preference.objects.filter(user=user).first()
     model = available.filter(pk=getattr(preference, "last_model_id", None)).first()
     model = model or available.first()

@@ -1,9 +1,10 @@
 """Providers (where models run) and the models people can chat with."""
 
+import functools
 import os
 
 from django.contrib.auth.models import Group
-from django.db import models
+from django.db import connection, models
 
 from providers import crypto
 from providers.prompt_formats import FORMATS
@@ -124,6 +125,35 @@ class ModelQuerySet(models.QuerySet):
         return usable.filter(
             models.Q(allowed_groups__isnull=True) | models.Q(allowed_groups__user=user)
         ).distinct()
+
+    def one_available_to(self, user, pk: int):
+        """available_to(user) for one model, or None: the check in one plain query, then
+        the row. Every message sends this; the ORM's DISTINCT over the groups join took
+        1.6 ms to build, twenty times the query's own time."""
+        with connection.cursor() as cursor:
+            cursor.execute(_available_sql(), [pk, user.is_superuser, user.pk])
+            if cursor.fetchone() is None:
+                return None
+        return self.select_related("provider").filter(pk=pk).first()
+
+
+@functools.cache
+def _available_sql() -> str:
+    """The model, if enabled on an enabled provider that the user may use: a superuser
+    may use all; others, a model with no groups, or one of their groups'."""
+    model, provider = Model._meta.db_table, Provider._meta.db_table
+    allowed = Model.allowed_groups.through._meta.db_table
+    memberships = Model.allowed_groups.field.related_model.user_set.through._meta.db_table
+    return f"""
+        SELECT 1 FROM {model} m JOIN {provider} p ON p.id = m.provider_id
+        WHERE m.id = %s AND m.enabled AND p.enabled AND (
+            %s
+            OR NOT EXISTS (SELECT 1 FROM {allowed} a WHERE a.model_id = m.id)
+            OR EXISTS (
+                SELECT 1 FROM {allowed} a JOIN {memberships} g ON g.group_id = a.group_id
+                WHERE a.model_id = m.id AND g.user_id = %s
+            )
+        )"""  # noqa: S608 - table names from the models, values as parameters
 
 
 class Model(models.Model):

@@ -6,11 +6,14 @@ reply starts, so a burst of regenerations counts like a burst of messages.
 Days and months are UTC.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -41,6 +44,8 @@ class Limits:
 
 
 def limits_for(user) -> Limits:
+    if not _any(_quota_sql(), [user.pk, user.pk]):  # most people: no quota, no ORM query
+        return Limits(max_concurrent=settings.MAX_CONCURRENT_GENERATIONS)
     quotas = list(Quota.objects.filter(Q(user=user) | Q(group__user=user)))
     own = next((quota for quota in quotas if quota.user_id == user.pk), None)
     groups = [quota for quota in quotas if quota.user_id != user.pk]
@@ -117,7 +122,7 @@ def running(user_id, replies: list[int]) -> int:
 def api_requests_running(user_id) -> int:
     """API requests of this person in flight, in any process (their ledger rows). Most
     people have no key: for them, one indexed lookup instead of a scan of the ledger."""
-    if not ApiKey.objects.filter(user_id=user_id).exists():
+    if not _any(_api_key_sql(), [user_id]):
         return 0
     return UsageRecord.objects.filter(
         user_id=user_id,
@@ -125,6 +130,28 @@ def api_requests_running(user_id) -> int:
         status="streaming",
         created__gt=timezone.now() - API_STALE,
     ).count()
+
+
+def _any(sql: str, params) -> bool:
+    """Whether a plain query finds a row. Every start asks these two; the ORM spent
+    0.3 ms building each, and the answer is nearly always no."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+@functools.cache
+def _quota_sql() -> str:
+    """A quota of the person's own, or of one of their groups."""
+    memberships = get_user_model().groups.through._meta.db_table
+    return f"""
+        SELECT 1 FROM {Quota._meta.db_table} WHERE user_id = %s
+        OR group_id IN (SELECT group_id FROM {memberships} WHERE user_id = %s)"""  # noqa: S608
+
+
+@functools.cache
+def _api_key_sql() -> str:
+    return f"SELECT 1 FROM {ApiKey._meta.db_table} WHERE user_id = %s"  # noqa: S608
 
 
 @dataclass

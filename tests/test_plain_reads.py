@@ -1,0 +1,85 @@
+"""The plain-SQL reads every start makes give the ORM's answers, in every case."""
+
+import itertools
+
+import pytest
+from django.contrib.auth.models import Group
+
+from chat import ownership
+from chat.governance import quotas
+from chat.models import ApiKey, Conversation, Message, Quota
+from providers.models import Model, Provider
+
+pytestmark = pytest.mark.django_db
+
+
+def test_one_model_is_available_exactly_when_the_orm_says_so(make_user):
+    """Every mix of model and provider switches, groups allowed and membership."""
+    staff, outsider = Group.objects.create(name="staff"), Group.objects.create(name="others")
+    people = [
+        make_user("member"),
+        make_user("stranger"),
+        make_user("root", is_superuser=True, is_staff=True),
+    ]
+    people[0].groups.add(staff)
+    people[1].groups.add(outsider)
+    models = []
+    cases = itertools.product([True, False], [True, False], [(), (staff,), (outsider, staff)])
+    for n, (model_on, provider_on, groups) in enumerate(cases):
+        provider = Provider.objects.create(name=f"p{n}", base_url="http://x", enabled=provider_on)
+        model = Model.objects.create(
+            provider=provider, remote_id=f"m{n}", display_name=f"M{n}", enabled=model_on
+        )
+        model.allowed_groups.set(groups)
+        models.append(model)
+    for person, model in itertools.product(people, models):
+        fresh = ownership.current_user(person.pk)
+        expected = Model.objects.available_to(person).filter(pk=model.pk).first()
+        found = Model.objects.one_available_to(fresh, model.pk)
+        assert found == expected, (person.username, model.remote_id)
+        if found is not None:
+            assert found.provider.name == model.provider.name  # loaded with the row
+    assert Model.objects.one_available_to(people[2], 10**9) is None
+
+
+def test_the_current_account_has_its_rights_and_loads_the_rest_on_demand(make_user):
+    person = make_user("alice", is_staff=True)
+    account = ownership.current_user(person.pk)
+    assert (account.pk, account.is_staff, account.is_superuser, account.is_active) == (
+        person.pk, True, False, True,
+    )  # fmt: skip
+    assert account.is_staff is True  # a bool on every database, not SQLite's 1
+    assert account.username == "alice" and account.email == person.email
+    person.is_active = False
+    person.save()
+    assert ownership.current_user(person.pk) is None
+    assert ownership.current_user(10**9) is None
+
+
+def test_streaming_ids_are_the_persons_own_running_replies(make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    mine, theirs = Conversation.objects.create(owner=alice), Conversation.objects.create(owner=bob)
+    running = Message.objects.create(conversation=mine, role="assistant", status="streaming")
+    Message.objects.create(conversation=mine, role="assistant", status="complete")
+    Message.objects.create(conversation=theirs, role="assistant", status="streaming")
+    assert ownership.user_streaming_ids(alice.pk) == [running.pk]
+    assert ownership.user_streaming_ids(make_user("carol").pk) == []
+
+
+def test_limits_come_from_own_and_group_quotas_and_default_without_any(make_user, settings):
+    settings.MAX_CONCURRENT_GENERATIONS = 3
+    alice, bob = make_user("alice"), make_user("bob")
+    team = Group.objects.create(name="team")
+    assert quotas.limits_for(alice) == quotas.Limits(max_concurrent=3)
+    bob.groups.add(team)
+    Quota.objects.create(group=team, requests_per_minute=5)
+    assert quotas.limits_for(bob).requests_per_minute == 5
+    Quota.objects.create(user=alice, tokens_per_day=100, max_concurrent=1)
+    assert quotas.limits_for(alice) == quotas.Limits(tokens_per_day=100, max_concurrent=1)
+
+
+def test_api_requests_count_only_for_people_with_a_key(make_user):
+    alice = make_user("alice")
+    assert quotas.api_requests_running(alice.pk) == 0
+    ApiKey.objects.create(user=alice, name="k", prefix="sk-x", digest="0" * 64)
+    assert quotas.api_requests_running(alice.pk) == 0  # a key, and nothing in flight
