@@ -11,7 +11,7 @@ stored when a check fails, so a refused message is never half-saved.
 from django.conf import settings
 from django.db import transaction
 
-from chat import context, thread
+from chat import context, rows, thread
 from chat.governance import bounds, quotas
 from chat.live import metrics
 from chat.models import Conversation, Message, Preference, UsageRecord
@@ -155,7 +155,7 @@ def _ledger_row(reply: Message, model, prompt, limits: bounds.Bounds, purpose) -
     Until the generation ends, the row holds the most it may use (prompt plus the
     cut), so replies running side by side cannot spend the same quota twice.
     """
-    return UsageRecord.objects.create(
+    return rows.insert(UsageRecord(
         user_id=reply.conversation.owner_id,
         message=reply,
         model=model,
@@ -170,12 +170,12 @@ def _ledger_row(reply: Message, model, prompt, limits: bounds.Bounds, purpose) -
             prompt.estimated_tokens, model.price_input_per_mtok, model.price_output_per_mtok
         ),
         cost_source=UsageRecord.CostSource.NONE,
-    )
+    ))  # fmt: skip
 
 
 def _new_reply(conversation, question: Message, model, prompt, limits) -> Message:
     """The reply's row (under `question`) and its ledger row, both from the first moment."""
-    reply = Message.objects.create(
+    reply = rows.insert(Message(
         conversation=conversation,
         parent=question,
         role=Message.Role.ASSISTANT,
@@ -183,7 +183,7 @@ def _new_reply(conversation, question: Message, model, prompt, limits) -> Messag
         model=model,
         model_name=model.display_name,
         left_out=prompt.left_out,
-    )
+    ))  # fmt: skip
     reply.ledger_id = _ledger_row(reply, model, prompt, limits, UsageRecord.Purpose.REPLY).pk
     return reply
 
@@ -215,12 +215,12 @@ def _ask(user, conversation, parent_path: list[int], earlier, content: str, mode
     history = [*earlier, {"role": "user", "content": content}]
     prompt = _build_prompt(conversation, model, history)
     limits = _bounds(conversation, model, prompt, allowance)
-    question = Message.objects.create(
+    question = rows.insert(Message(
         conversation=conversation,
         parent_id=parent_path[-1] if parent_path else None,
         role=Message.Role.USER,
         content=content,
-    )
+    ))  # fmt: skip
     reply = _new_reply(conversation, question, model, prompt, limits)
     first = not conversation.title
     _touch(conversation, model, preference, reply, content)
