@@ -19,6 +19,7 @@ from chat.ownership import (
     Refused,
     as_id,
     locked_conversation,
+    locked_preference,
     owned_message,
     user_streaming_ids,
 )
@@ -70,7 +71,7 @@ def _admit(user, busy: list[int] = ()) -> tuple[Preference, quotas.Allowance]:
     """Serialise a user's starts, then refuse if a reply this one builds on (`busy`) is
     still being written, or a quota (concurrency included) is used up. One query finds
     every running reply."""
-    preference, _ = Preference.objects.select_for_update().get_or_create(user=user)
+    preference = locked_preference(user)
     replies = user_streaming_ids(user.pk)
     if any(pk in replies for pk in busy):
         raise Refused("A reply is still being written here; stop it first.")

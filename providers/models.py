@@ -4,7 +4,7 @@ import functools
 import os
 
 from django.contrib.auth.models import Group
-from django.db import connection, models
+from django.db import models
 
 from providers import crypto
 from providers.prompt_formats import FORMATS
@@ -127,14 +127,20 @@ class ModelQuerySet(models.QuerySet):
         ).distinct()
 
     def one_available_to(self, user, pk: int):
-        """available_to(user) for one model, or None: the check in one plain query, then
-        the row. Every message sends this; the ORM's DISTINCT over the groups join took
-        1.6 ms to build, twenty times the query's own time."""
-        with connection.cursor() as cursor:
-            cursor.execute(_available_sql(), [pk, user.is_superuser, user.pk])
-            if cursor.fetchone() is None:
-                return None
-        return self.select_related("provider").filter(pk=pk).first()
+        """available_to(user) for one model, with its provider, or None.
+
+        Every message asks, so the queries are written out; raw() still converts
+        each field as the ORM would. Built by the ORM, the DISTINCT over the groups
+        join took 1.6 ms, twenty times the query's own time.
+        """
+        model = next(iter(self.raw(_available_sql(), [pk, user.is_superuser, user.pk])), None)
+        if model is None:
+            return None
+        provider = next(iter(Provider.objects.raw(_provider_sql(), [model.provider_id])), None)
+        if provider is None:  # deleted in between, and the model with it
+            return None
+        model.provider = provider
+        return model
 
 
 @functools.cache
@@ -145,7 +151,7 @@ def _available_sql() -> str:
     allowed = Model.allowed_groups.through._meta.db_table
     memberships = Model.allowed_groups.field.related_model.user_set.through._meta.db_table
     return f"""
-        SELECT 1 FROM {model} m JOIN {provider} p ON p.id = m.provider_id
+        SELECT m.* FROM {model} m JOIN {provider} p ON p.id = m.provider_id
         WHERE m.id = %s AND m.enabled AND p.enabled AND (
             %s
             OR NOT EXISTS (SELECT 1 FROM {allowed} a WHERE a.model_id = m.id)
@@ -154,6 +160,11 @@ def _available_sql() -> str:
                 WHERE a.model_id = m.id AND g.user_id = %s
             )
         )"""  # noqa: S608 - table names from the models, values as parameters
+
+
+@functools.cache
+def _provider_sql() -> str:
+    return f"SELECT * FROM {Provider._meta.db_table} WHERE id = %s"  # noqa: S608
 
 
 class Model(models.Model):

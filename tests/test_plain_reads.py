@@ -4,10 +4,11 @@ import itertools
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import transaction
 
 from chat import ownership
 from chat.governance import quotas
-from chat.models import ApiKey, Conversation, Message, Quota
+from chat.models import ApiKey, Conversation, Message, Preference, Quota
 from providers.models import Model, Provider
 
 pytestmark = pytest.mark.django_db
@@ -83,3 +84,15 @@ def test_api_requests_count_only_for_people_with_a_key(make_user):
     assert quotas.api_requests_running(alice.pk) == 0
     ApiKey.objects.create(user=alice, name="k", prefix="sk-x", digest="0" * 64)
     assert quotas.api_requests_running(alice.pk) == 0  # a key, and nothing in flight
+
+
+def test_preferences_are_made_on_the_first_start_and_read_after(make_user, chat_model):
+    alice = make_user("alice")
+    with transaction.atomic():
+        made = ownership.locked_preference(alice)
+    made.last_model = chat_model
+    made.save()
+    with transaction.atomic():
+        read = ownership.locked_preference(alice)
+    assert (read.pk, read.user_id, read.last_model_id) == (made.pk, alice.pk, chat_model.pk)
+    assert Preference.objects.count() == 1

@@ -20,7 +20,7 @@ def test_a_row_inserted_reads_back_as_the_orm_would_have_saved_it(make_user, cha
     owner = make_user()
     conversation = Conversation.objects.create(owner=owner)
     fields = dict(conversation=conversation, role="assistant", status="streaming",
-                  model=chat_model, model_name="Fake “Model”", left_out=3, content="é ✓ <b>")  # fmt: skip
+                  model=chat_model, model_name="“Fake”", left_out=3, content="é ✓ <b>")  # fmt: skip
     fast, slow = rows.insert(Message(**fields)), Message.objects.create(**fields)
     assert fast.pk and fast.pk != slow.pk and not fast._state.adding
     assert saved(fast) == saved(slow)

@@ -63,7 +63,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=presence.CLOSE_SIGNED_OUT)
             return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.conversation = await work.run(ownership.owned_conversation, user, conversation_id)
+        self.conversation, session = await work.opening(user, conversation_id, self.scope)
         if self.conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
@@ -75,8 +75,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=presence.CLOSE_TOO_MANY)
             self.conversation = None
             return
-        key, auth_hash = await db_async(presence.session_identity)(self.scope["session"])
-        presence.join(self.channel_name, presence.Presence(user.pk, key, auth_hash, self))
+        presence.join(self.channel_name, presence.Presence(user.pk, *session, self))
         await self._join_groups()
         self.keeper = asyncio.create_task(self._keep_membership())
         for message_id in await work.run(work.streaming_shown, self.conversation.pk):

@@ -7,7 +7,7 @@ new turns) is drawn on the event loop instead, where time is less scarce.
 
 from chat import ownership, thread, turns
 from chat.db import db_async, db_background
-from chat.live import events
+from chat.live import events, presence
 from chat.models import Conversation, Message
 
 
@@ -24,6 +24,16 @@ def as_user(user_id, command, *args):
     if user is None:
         raise turns.Refused("Your account was deactivated.")
     return command(user, *args)
+
+
+@db_async
+def opening(user, conversation_id, scope) -> tuple[Conversation | None, tuple[str, str]]:
+    """A socket's conversation if it is the user's, and its session's (key, auth hash):
+    one trip, where each was one, while the first message typed waits behind them."""
+    conversation = ownership.owned_conversation(user, conversation_id)
+    if conversation is None:
+        return None, ("", "")
+    return conversation, presence.session_identity(scope["session"])
 
 
 def streaming_shown(conversation_id) -> list[int]:
