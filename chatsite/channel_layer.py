@@ -17,6 +17,7 @@ sequence numbers and snapshots already make safe (chat.live.follower).
 """
 
 import asyncio
+import contextlib
 import time
 
 import channels_redis.pubsub
@@ -78,7 +79,7 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
 
 
 class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
-    """One Redis server: a bounded pool, and publishes sent together.
+    """One Redis server: a bounded pool, publishes and subscriptions sent together.
 
     The stock shard publishes one message at a time under a lock, each waiting for
     its reply: once the event loop ran late, that capped how many deltas a second
@@ -89,7 +90,8 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
     """
 
     _pending: list | None = None  # publishes of this turn of the loop
-    _sending: set | None = None  # pipelines in flight (a task nobody holds may vanish)
+    _sending: set | None = None  # pipelines and subscriptions in flight (held, not lost)
+    _joining: dict | None = None  # subscriptions of this turn of the loop
 
     def _ensure_redis(self):
         if self._redis is None:
@@ -111,11 +113,55 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
 
     def _send_pending(self):
         batch, self._pending = self._pending, None
+        self._hold(self._send(batch))
+
+    def _hold(self, work):
         if self._sending is None:
             self._sending = set()
-        task = asyncio.ensure_future(self._send(batch))
+        task = asyncio.ensure_future(work)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+
+    async def subscribe(self, channel):
+        """Subscriptions asked for in one turn of the loop go out as one SUBSCRIBE.
+
+        The stock shard sent them one at a time under its lock, each resuming a turn
+        of the loop later; a socket makes three (its channel, its conversation, its
+        account), and a hundred sockets opening at once waited a second for theirs.
+        """
+        if channel in self._subscribed_to:
+            return
+        self._ensure_redis()
+        self._ensure_receiver()
+        loop = asyncio.get_running_loop()
+        if self._joining is None:
+            self._joining = {}
+            loop.call_soon(self._subscribe_pending)
+        if channel not in self._joining:
+            self._joining[channel] = loop.create_future()
+        await asyncio.shield(self._joining[channel])  # one waiter leaving fails no other
+
+    def _subscribe_pending(self):
+        batch, self._joining = self._joining, None
+        self._hold(self._subscribe(batch))
+
+    async def _subscribe(self, batch: dict):
+        try:
+            async with self._lock:
+                await self._pubsub.subscribe(*batch)
+                self._subscribed_to.update(batch)
+        except Exception as error:
+            for joined in batch.values():
+                joined.set_exception(error)
+            return
+        for joined in batch.values():
+            joined.set_result(None)
+
+    async def unsubscribe(self, channel):
+        if self._joining and channel in self._joining:
+            with contextlib.suppress(Exception):  # subscribed first (or failed), then left
+                await asyncio.shield(self._joining[channel])
+        await super().unsubscribe(channel)
 
     async def _send(self, batch: list):
         try:

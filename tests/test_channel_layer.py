@@ -120,3 +120,52 @@ async def test_every_publish_of_a_failed_pipeline_fails(own_redis):
     )
     assert all(isinstance(result, Exception) for result in results), results
     await layer.flush()
+
+
+@needs_redis
+async def test_subscriptions_made_together_are_one_subscribe_and_all_receive(
+    own_redis, monkeypatch
+):
+    batches, original = [], _Shard._subscribe
+
+    async def counting(self, batch):
+        batches.append(len(batch))
+        await original(self, batch)
+
+    monkeypatch.setattr(_Shard, "_subscribe", counting)
+    layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
+    channels = await asyncio.gather(*(layer.new_channel() for _ in range(20)))
+    await asyncio.gather(*(layer.group_add(f"room-{n % 5}", c) for n, c in enumerate(channels)))
+    assert batches == [20, 5]  # twenty sockets' channels, then their five groups
+    await layer.group_send("room-3", {"type": "d"})
+    members = [c for n, c in enumerate(channels) if n % 5 == 3]
+    for channel in members:
+        assert (await asyncio.wait_for(layer.receive(channel), 5))["type"] == "d"
+
+    for channel in members:  # the group empties: unsubscribed; joined again: subscribed again
+        await layer.group_discard("room-3", channel)
+    await layer.group_add("room-3", members[0])
+    await layer.group_send("room-3", {"type": "again"})
+    assert (await asyncio.wait_for(layer.receive(members[0]), 5))["type"] == "again"
+    await layer.flush()
+
+
+@needs_redis
+async def test_every_subscription_of_a_failed_subscribe_fails(own_redis, monkeypatch):
+    """redis-py queues a SUBSCRIBE on a dropped connection and sends it on reconnecting;
+    a SUBSCRIBE that does raise fails every socket that was waiting on it."""
+    layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
+    await layer.new_channel()  # connected
+    shard = layer._get_layer()._shards[0]
+
+    async def refused(*channels):
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(shard._pubsub, "subscribe", refused)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(layer.new_channel() for _ in range(3)), return_exceptions=True), 5
+    )
+    assert [type(result) for result in results] == [ConnectionError] * 3
+    monkeypatch.undo()
+    assert await layer.new_channel()  # the next one goes through
+    await layer.flush()
