@@ -1,7 +1,8 @@
 """ASGI entry point: HTTP goes to Django, websockets to the chat consumer.
 
 Websockets pass the Origin check (scheme, host and port of this site) and then
-the session auth; the consumer itself refuses anonymous users. Every connection
+get their session; the consumer itself reads who it belongs to and refuses
+anonymous users. Every connection
 makes sure this process's background work (chat.live.runtime) is running on
 the server's event loop.
 """
@@ -17,7 +18,6 @@ django_asgi_app = get_asgi_application()  # set up Django before importing consu
 
 from importlib import import_module  # noqa: E402
 
-from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -60,7 +60,11 @@ class SessionReader:
 
 
 def websocket_stack(inner):
-    return CookieMiddleware(SessionReader(AuthMiddleware(inner)))
+    """Cookies, then the session. Who the session belongs to is read by the chat
+    socket itself, in its first trip to the database (chat.live.socket_work.opening):
+    Channels' AuthMiddleware read it on a thread of its own, one socket at a time,
+    and a hundred sockets opening at once waited half a second there."""
+    return CookieMiddleware(SessionReader(inner))
 
 
 router = ProtocolTypeRouter(

@@ -90,8 +90,13 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
     """
 
     _pending: list | None = None  # publishes of this turn of the loop
-    _sending: set | None = None  # pipelines and subscriptions in flight (held, not lost)
-    _joining: dict | None = None  # subscriptions of this turn of the loop
+    _sending: set | None = None  # pipelines in flight (a task nobody holds may vanish)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._joining: dict = {}  # channel: future, for the next SUBSCRIBE
+        self._in_flight: dict = {}  # the same, for the SUBSCRIBE on its way
+        self._subscriber = None  # the task sending them
 
     def _ensure_redis(self):
         if self._redis is None:
@@ -113,55 +118,11 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
 
     def _send_pending(self):
         batch, self._pending = self._pending, None
-        self._hold(self._send(batch))
-
-    def _hold(self, work):
         if self._sending is None:
             self._sending = set()
-        task = asyncio.ensure_future(work)
+        task = asyncio.ensure_future(self._send(batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
-
-    async def subscribe(self, channel):
-        """Subscriptions asked for in one turn of the loop go out as one SUBSCRIBE.
-
-        The stock shard sent them one at a time under its lock, each resuming a turn
-        of the loop later; a socket makes three (its channel, its conversation, its
-        account), and a hundred sockets opening at once waited a second for theirs.
-        """
-        if channel in self._subscribed_to:
-            return
-        self._ensure_redis()
-        self._ensure_receiver()
-        loop = asyncio.get_running_loop()
-        if self._joining is None:
-            self._joining = {}
-            loop.call_soon(self._subscribe_pending)
-        if channel not in self._joining:
-            self._joining[channel] = loop.create_future()
-        await asyncio.shield(self._joining[channel])  # one waiter leaving fails no other
-
-    def _subscribe_pending(self):
-        batch, self._joining = self._joining, None
-        self._hold(self._subscribe(batch))
-
-    async def _subscribe(self, batch: dict):
-        try:
-            async with self._lock:
-                await self._pubsub.subscribe(*batch)
-                self._subscribed_to.update(batch)
-        except Exception as error:
-            for joined in batch.values():
-                joined.set_exception(error)
-            return
-        for joined in batch.values():
-            joined.set_result(None)
-
-    async def unsubscribe(self, channel):
-        if self._joining and channel in self._joining:
-            with contextlib.suppress(Exception):  # subscribed first (or failed), then left
-                await asyncio.shield(self._joining[channel])
-        await super().unsubscribe(channel)
 
     async def _send(self, batch: list):
         try:
@@ -177,6 +138,47 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
         for *_, sent in batch:
             if not sent.done():
                 sent.set_result(None)
+
+    async def subscribe(self, channel):
+        """Subscriptions go out together: each SUBSCRIBE carries every channel asked for
+        while the one before it was on its way.
+
+        The stock shard sent them one at a time under its lock, each resuming a turn
+        of the loop later; a socket makes three (its channel, its conversation, its
+        account), and a hundred sockets opening at once waited a second for theirs.
+        """
+        if channel in self._subscribed_to:
+            return
+        self._ensure_redis()
+        self._ensure_receiver()
+        if channel not in self._joining:
+            self._joining[channel] = asyncio.get_running_loop().create_future()
+            if self._subscriber is None or self._subscriber.done():
+                self._subscriber = asyncio.ensure_future(self._subscribe_all())
+        await asyncio.shield(self._joining[channel])  # one waiter leaving fails no other
+
+    async def _subscribe_all(self):
+        await asyncio.sleep(0)  # the rest of this turn's asks go in the first SUBSCRIBE
+        while self._joining:
+            self._in_flight, self._joining = self._joining, {}
+            try:
+                async with self._lock:
+                    await self._pubsub.subscribe(*self._in_flight)
+                    self._subscribed_to.update(self._in_flight)
+            except Exception as error:  # every socket waiting on it fails, as alone
+                for joined in self._in_flight.values():
+                    joined.set_exception(error)
+            else:
+                for joined in self._in_flight.values():
+                    joined.set_result(None)
+            self._in_flight = {}
+
+    async def unsubscribe(self, channel):
+        joining = self._joining.get(channel) or self._in_flight.get(channel)
+        if joining is not None:
+            with contextlib.suppress(Exception):  # subscribed first (or failed), then left
+                await asyncio.shield(joining)
+        await super().unsubscribe(channel)
 
 
 class _LoopLayer(channels_redis.pubsub.RedisPubSubLoopLayer):

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from redis.asyncio.client import PubSub
 
 from chatsite.channel_layer import InMemoryChannelLayer, RedisPubSubChannelLayer, _Shard
 from tests.redis_support import REDIS_SERVER, OwnRedis
@@ -126,13 +127,13 @@ async def test_every_publish_of_a_failed_pipeline_fails(own_redis):
 async def test_subscriptions_made_together_are_one_subscribe_and_all_receive(
     own_redis, monkeypatch
 ):
-    batches, original = [], _Shard._subscribe
+    batches, original = [], PubSub.subscribe
 
-    async def counting(self, batch):
-        batches.append(len(batch))
-        await original(self, batch)
+    async def counting(self, *channels):
+        batches.append(len(channels))
+        await original(self, *channels)
 
-    monkeypatch.setattr(_Shard, "_subscribe", counting)
+    monkeypatch.setattr(PubSub, "subscribe", counting)
     layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
     channels = await asyncio.gather(*(layer.new_channel() for _ in range(20)))
     await asyncio.gather(*(layer.group_add(f"room-{n % 5}", c) for n, c in enumerate(channels)))
@@ -168,4 +169,32 @@ async def test_every_subscription_of_a_failed_subscribe_fails(own_redis, monkeyp
     assert [type(result) for result in results] == [ConnectionError] * 3
     monkeypatch.undo()
     assert await layer.new_channel()  # the next one goes through
+    await layer.flush()
+
+
+@needs_redis
+async def test_subscriptions_asked_while_one_is_on_its_way_go_out_together_next(
+    own_redis, monkeypatch
+):
+    batches, original = [], PubSub.subscribe
+
+    async def counting(self, *channels):
+        batches.append(len(channels))
+        await original(self, *channels)
+
+    monkeypatch.setattr(PubSub, "subscribe", counting)
+    layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
+    first = asyncio.ensure_future(layer.new_channel())
+    await asyncio.sleep(0.05)
+    shard = layer._get_layer()._shards[0]
+    batches.clear()
+    async with shard._lock:  # a SUBSCRIBE on its way, slow to answer
+        one = asyncio.ensure_future(layer.group_add("slow", await first))
+        await asyncio.sleep(0.01)
+        later = []
+        for n in range(10):  # each in its own turn of the loop
+            later.append(asyncio.ensure_future(layer.group_add(f"room-{n}", await first)))
+            await asyncio.sleep(0.001)
+    await asyncio.wait_for(asyncio.gather(one, *later), 5)
+    assert batches == [1, 10]
     await layer.flush()

@@ -58,12 +58,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- connect and disconnect ---------------------------------------------------------
     async def connect(self):
-        user = self.scope["user"]
-        if not user.is_authenticated:
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        user, self.conversation, session = await work.opening(self.scope, conversation_id)
+        if user is None:
             await self.close(code=presence.CLOSE_SIGNED_OUT)
             return
-        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.conversation, session = await work.opening(user, conversation_id, self.scope)
         if self.conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return

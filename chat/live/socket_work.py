@@ -5,6 +5,10 @@ command makes one trip, and what can be drawn without the database (a send's
 new turns) is drawn on the event loop instead, where time is less scarce.
 """
 
+from types import SimpleNamespace
+
+from django.contrib import auth
+
 from chat import ownership, thread, turns
 from chat.db import db_async, db_background
 from chat.live import events, presence
@@ -27,13 +31,17 @@ def as_user(user_id, command, *args):
 
 
 @db_async
-def opening(user, conversation_id, scope) -> tuple[Conversation | None, tuple[str, str]]:
-    """A socket's conversation if it is the user's, and its session's (key, auth hash):
-    one trip, where each was one, while the first message typed waits behind them."""
+def opening(scope, conversation_id):
+    """Who the socket's session belongs to (read as Django reads it for a request: None
+    if signed out), their conversation if it is theirs, and the session's (key, auth
+    hash). One trip for what was three: the first message typed waits behind them."""
+    user = auth.get_user(SimpleNamespace(session=scope["session"]))
+    if not user.is_authenticated:
+        return None, None, ("", "")
     conversation = ownership.owned_conversation(user, conversation_id)
     if conversation is None:
-        return None, ("", "")
-    return conversation, presence.session_identity(scope["session"])
+        return user, None, ("", "")
+    return user, conversation, presence.session_identity(scope["session"])
 
 
 def streaming_shown(conversation_id) -> list[int]:
