@@ -198,3 +198,27 @@ async def test_subscriptions_asked_while_one_is_on_its_way_go_out_together_next(
     await asyncio.wait_for(asyncio.gather(one, *later), 5)
     assert batches == [1, 10]
     await layer.flush()
+
+
+@needs_redis
+async def test_members_here_get_a_message_at_once_and_other_processes_get_it_once(own_redis):
+    """Two layers stand for two processes: each member receives every message once."""
+    here, there = (RedisPubSubChannelLayer(hosts=[own_redis.url]) for _ in range(2))
+    local, remote = await here.new_channel(), await there.new_channel()
+    await here.group_add("conversation", local)
+    await there.group_add("conversation", remote)
+
+    await here.group_send("conversation", {"type": "d", "n": 1})
+    assert here._get_layer().channels[local].qsize() == 1  # delivered here, once
+    await there.group_send("conversation", {"type": "d", "n": 2})
+    for layer, channel in ((here, local), (there, remote)):
+        received = [(await asyncio.wait_for(layer.receive(channel), 5))["n"] for _ in range(2)]
+        assert sorted(received) == [1, 2]
+    await asyncio.sleep(0.2)  # any duplicate from Redis would have arrived by now
+    assert here._get_layer().channels[local].qsize() == 0
+    assert there._get_layer().channels[remote].qsize() == 0
+
+    await here.send(remote, {"type": "direct"})  # a specific channel in another process
+    assert (await asyncio.wait_for(there.receive(remote), 5))["type"] == "direct"
+    await here.flush()
+    await there.flush()

@@ -100,8 +100,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return events.conversation_group(self.conversation.pk)
 
     async def _join_groups(self):
-        await self.channel_layer.group_add(self._group(), self.channel_name)
-        await self.channel_layer.group_add(events.user_group(self.user.pk), self.channel_name)
+        """Both at once: on Redis they go out in one SUBSCRIBE (chatsite.channel_layer)."""
+        await asyncio.gather(
+            self.channel_layer.group_add(self._group(), self.channel_name),
+            self.channel_layer.group_add(events.user_group(self.user.pk), self.channel_name),
+        )
 
     # --- commands from the browser ------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
