@@ -3,8 +3,8 @@ without opening a new connection for each call.
 
 On SQLite every call runs on one thread: the file takes one writer at a time,
 and a second thread would only wait for the lock. On PostgreSQL calls run side
-by side on a few threads, each borrowing a connection from the pool for the
-call: one user's send no longer queues behind other users'
+by side on the event loop's thread pool, each borrowing a connection from the
+pool for the call: one user's send no longer queues behind other users'
 saves, and the waits on the network overlap.
 
 Channels' db_async closes the connection after every call when
@@ -15,16 +15,14 @@ call left it broken or inside a transaction; on PostgreSQL it goes back to the
 pool after each call. HTTP views are untouched: they keep Django's
 per-request connection handling.
 
-The database threads also keep an order: work somebody is waiting on (a
+On SQLite the one thread also keeps an order: work somebody is waiting on (a
 socket's command, an API call) goes ahead of work nobody waits on (a reply's
 ending or partial save, a title, a session check). When a hundred replies end
 within a second and their writers answer at once, each new message waits for
-the messages ahead of it, not for the hundred endings too. On PostgreSQL the
-threads are as many as asyncio's default pool would have had.
+the messages ahead of it, not for the hundred endings too.
 """
 
 import itertools
-import os
 import queue
 import threading
 from concurrent.futures import Executor, Future
@@ -32,30 +30,28 @@ from concurrent.futures import Executor, Future
 from asgiref.sync import SyncToAsync
 from django.db import connections
 
-WAITED_ON, BACKGROUND = 0, 1  # the order of the database threads' queue
+WAITED_ON, BACKGROUND = 0, 1  # the order of the one thread's queue (SQLite)
 
 
 def one_thread() -> bool:
     return connections["default"].vendor == "sqlite"
 
 
-class _Threads:
-    """Database threads fed from one queue: lowest rank first, in arrival order within
-    a rank. One for SQLite; on PostgreSQL as many as asyncio's default pool has."""
+class _OneThread:
+    """The SQLite connection's thread: runs one call at a time, lowest rank first,
+    in arrival order within a rank."""
 
-    def __init__(self, count: int, name: str):
-        self.count, self.name = count, name
+    def __init__(self):
         self.calls = queue.PriorityQueue()
         self.order = itertools.count()
-        self.threads: list[threading.Thread] = []
+        self.thread = None
         self.lock = threading.Lock()
 
     def submit(self, rank: int, fn, args) -> Future:
         with self.lock:
-            while len(self.threads) < self.count:
-                thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-                thread.start()
-                self.threads.append(thread)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._work, name="database", daemon=True)
+                self.thread.start()
         future = Future()
         self.calls.put((rank, next(self.order), future, fn, args))
         return future
@@ -72,22 +68,17 @@ class _Threads:
 
 
 class _Door(Executor):
-    """Threads entered at one rank (what asyncio's run_in_executor takes)."""
+    """The one thread, entered at one rank (what asyncio's run_in_executor takes)."""
 
-    def __init__(self, threads: _Threads, rank: int):
-        self.threads, self.rank = threads, rank
+    def __init__(self, rank: int):
+        self.rank = rank
 
     def submit(self, fn, /, *args, **kwargs):
-        return self.threads.submit(self.rank, fn, args)
+        return ONE_THREAD.submit(self.rank, fn, args)
 
 
-ONE_THREAD = _Threads(1, "database")  # SQLite
-POOL_THREADS = _Threads(min(32, (os.cpu_count() or 1) + 4), "database")  # PostgreSQL
-DOORS = {
-    (threads is ONE_THREAD, rank): _Door(threads, rank)
-    for threads in (ONE_THREAD, POOL_THREADS)
-    for rank in (WAITED_ON, BACKGROUND)
-}
+ONE_THREAD = _OneThread()
+DOORS = {WAITED_ON: _Door(WAITED_ON), BACKGROUND: _Door(BACKGROUND)}
 
 
 def on_database_thread(fn, *args):
@@ -100,7 +91,7 @@ class PersistentDatabaseSyncToAsync(SyncToAsync):
 
     def __init__(self, func):
         self.one_thread = one_thread()
-        executor = DOORS[(self.one_thread, self.rank)]
+        executor = DOORS[self.rank] if self.one_thread else None
         super().__init__(func, thread_sensitive=False, executor=executor)
 
     def thread_handler(self, loop, *args, **kwargs):

@@ -109,7 +109,7 @@ def _close_worker_connections(django_db_setup):
     from chat import db
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
-    if db.ONE_THREAD.threads:
+    if db.ONE_THREAD.thread is not None:
         db.on_database_thread(connections.close_all)
 
 

@@ -10,7 +10,7 @@ from chat import db
 
 
 def test_waited_on_calls_go_ahead_of_background_calls_queued_earlier():
-    thread, order, release = db._Threads(1, "test"), [], threading.Event()
+    thread, order, release = db._OneThread(), [], threading.Event()
     busy = thread.submit(db.BACKGROUND, release.wait, (10,))
     later = [thread.submit(db.BACKGROUND, order.append, (f"ending {n}",)) for n in range(3)]
     sends = [thread.submit(db.WAITED_ON, order.append, (f"send {n}",)) for n in range(2)]
@@ -21,7 +21,7 @@ def test_waited_on_calls_go_ahead_of_background_calls_queued_earlier():
 
 
 def test_a_failing_call_fails_its_caller_and_the_thread_goes_on():
-    thread = db._Threads(1, "test")
+    thread = db._OneThread()
     failed = thread.submit(db.WAITED_ON, int, ("not a number",))
     with pytest.raises(ValueError):
         failed.result(timeout=5)
@@ -29,7 +29,7 @@ def test_a_failing_call_fails_its_caller_and_the_thread_goes_on():
 
 
 def test_a_cancelled_call_never_runs():
-    thread, ran, release = db._Threads(1, "test"), [], threading.Event()
+    thread, ran, release = db._OneThread(), [], threading.Event()
     busy = thread.submit(db.WAITED_ON, release.wait, (10,))
     cancelled = thread.submit(db.WAITED_ON, ran.append, ("cancelled",))
     assert cancelled.cancel()
@@ -39,27 +39,10 @@ def test_a_cancelled_call_never_runs():
     assert ran == ["next"]
 
 
-def test_several_threads_run_calls_side_by_side_and_keep_the_order():
-    threads, order, both = db._Threads(2, "test"), [], threading.Barrier(2, timeout=5)
-    running = [threads.submit(db.BACKGROUND, both.wait, ()) for _ in range(2)]  # at once
-    for future in running:
-        future.result(timeout=5)
-    first, second = threading.Event(), threading.Event()
-    busy = [threads.submit(db.BACKGROUND, event.wait, (10,)) for event in (first, second)]
-    later = [threads.submit(db.BACKGROUND, order.append, (f"ending {n}",)) for n in range(2)]
-    send = threads.submit(db.WAITED_ON, order.append, ("send",))
-    first.set()  # one thread free, the other still busy: it takes the send first
-    for future in [*later, send]:
-        future.result(timeout=5)
-    second.set()
-    busy[1].result(timeout=5)
-    assert order == ["send", "ending 0", "ending 1"]
-
-
 @pytest.mark.django_db
 def test_on_sqlite_both_kinds_of_call_share_one_thread_and_its_connection():
     if connection.vendor != "sqlite":
-        pytest.skip("on PostgreSQL calls run side by side on several threads")
+        pytest.skip("on PostgreSQL calls run side by side on the loop's thread pool")
 
     def where():
         connection.ensure_connection()
