@@ -114,10 +114,7 @@ def database(name: str, sqlite_path: Path) -> dict:
     # A pool per process: a request or a reply's save borrows a connection instead
     # of opening one (a PostgreSQL connection costs a process on the server).
     size = env_int("DB_POOL_SIZE", 20, minimum=4)
-    # Kept open: as many as the database threads can use at once (asyncio's pool, 6 on
-    # two cores). The pool opens more one at a time, and ten people sending at once
-    # to a process holding two waited up to 170 ms for theirs.
-    pool = {"min_size": min(size, 8), "max_size": size, "timeout": 5}
+    pool = {"min_size": 2, "max_size": size, "timeout": 5}
     config["OPTIONS"] = {**config.get("OPTIONS", {}), "pool": pool}
     # The pool tests a connection before lending it: after a database restart or
     # failover it hands out a live one, not one the server already closed.

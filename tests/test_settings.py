@@ -103,15 +103,3 @@ def test_production_responses_carry_hsts_secure_cookies_and_csp(settings, client
     assert proxied.status_code == 200
     assert "max-age=31536000" in proxied.headers["Strict-Transport-Security"]
     assert "default-src 'self'" in proxied.headers["Content-Security-Policy"]
-
-
-def test_the_postgresql_pool_keeps_enough_connections_open_for_a_burst(monkeypatch):
-    from chatsite import env
-
-    monkeypatch.delenv("DB_POOL_SIZE", raising=False)
-    monkeypatch.setenv("TEST_DATABASE_URL", "postgres://u@db.example:5432/chat")
-    pool = env.database("TEST_DATABASE_URL", Path("unused.sqlite3"))["OPTIONS"]["pool"]
-    assert (pool["min_size"], pool["max_size"]) == (8, 20)
-    monkeypatch.setenv("DB_POOL_SIZE", "5")
-    pool = env.database("TEST_DATABASE_URL", Path("unused.sqlite3"))["OPTIONS"]["pool"]
-    assert (pool["min_size"], pool["max_size"]) == (5, 5)
