@@ -82,7 +82,7 @@ DOORS = {WAITED_ON: _Door(WAITED_ON), BACKGROUND: _Door(BACKGROUND)}
 
 
 def on_database_thread(fn, *args):
-    """Run fn on the one database thread now, and wait (for tests and shutdown)."""
+    """Run fn on the one database thread now, and wait (tests close its connection so)."""
     return ONE_THREAD.submit(WAITED_ON, fn, args).result()
 
 

@@ -43,8 +43,9 @@ def _account_sql() -> tuple[str, list[str]]:
     """The query, and the fields it reads in the model's order (as from_db takes them)."""
     meta = get_user_model()._meta
     fields = [f for f in meta.concrete_fields if f.primary_key or f.attname in RIGHTS]
-    listed = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    pk, active = (connection.ops.quote_name(meta.get_field(n).column) for n in ("id", "is_active"))
+    quote = connection.ops.quote_name
+    listed = ", ".join(quote(field.column) for field in fields)
+    pk, active = quote(meta.pk.column), quote(meta.get_field("is_active").column)
     sql = f"SELECT {listed} FROM {meta.db_table} WHERE {pk} = %s AND {active}"  # noqa: S608
     return sql, [field.attname for field in fields]
 

@@ -2,9 +2,8 @@
 
 Websockets pass the Origin check (scheme, host and port of this site) and then
 get their session; the consumer itself reads who it belongs to and refuses
-anonymous users. Every connection
-makes sure this process's background work (chat.live.runtime) is running on
-the server's event loop.
+anonymous users. Every connection makes sure this process's background work
+(chat.live.runtime) is running on the server's event loop.
 """
 
 import gc

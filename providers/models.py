@@ -149,7 +149,7 @@ def _available_sql() -> str:
     may use all; others, a model with no groups, or one of their groups'."""
     model, provider = Model._meta.db_table, Provider._meta.db_table
     allowed = Model.allowed_groups.through._meta.db_table
-    memberships = Model.allowed_groups.field.related_model.user_set.through._meta.db_table
+    memberships = Group.user_set.through._meta.db_table
     return f"""
         SELECT m.* FROM {model} m JOIN {provider} p ON p.id = m.provider_id
         WHERE m.id = %s AND m.enabled AND p.enabled AND (

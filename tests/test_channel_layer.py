@@ -123,10 +123,8 @@ async def test_every_publish_of_a_failed_pipeline_fails(own_redis):
     await layer.flush()
 
 
-@needs_redis
-async def test_subscriptions_made_together_are_one_subscribe_and_all_receive(
-    own_redis, monkeypatch
-):
+def subscribes_sent(monkeypatch) -> list[int]:
+    """How many channels every SUBSCRIBE the Redis layer sends carries."""
     batches, original = [], PubSub.subscribe
 
     async def counting(self, *channels):
@@ -134,6 +132,14 @@ async def test_subscriptions_made_together_are_one_subscribe_and_all_receive(
         await original(self, *channels)
 
     monkeypatch.setattr(PubSub, "subscribe", counting)
+    return batches
+
+
+@needs_redis
+async def test_subscriptions_made_together_are_one_subscribe_and_all_receive(
+    own_redis, monkeypatch
+):
+    batches = subscribes_sent(monkeypatch)
     layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
     channels = await asyncio.gather(*(layer.new_channel() for _ in range(20)))
     await asyncio.gather(*(layer.group_add(f"room-{n % 5}", c) for n, c in enumerate(channels)))
@@ -176,24 +182,17 @@ async def test_every_subscription_of_a_failed_subscribe_fails(own_redis, monkeyp
 async def test_subscriptions_asked_while_one_is_on_its_way_go_out_together_next(
     own_redis, monkeypatch
 ):
-    batches, original = [], PubSub.subscribe
-
-    async def counting(self, *channels):
-        batches.append(len(channels))
-        await original(self, *channels)
-
-    monkeypatch.setattr(PubSub, "subscribe", counting)
+    batches = subscribes_sent(monkeypatch)
     layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
-    first = asyncio.ensure_future(layer.new_channel())
-    await asyncio.sleep(0.05)
+    channel = await layer.new_channel()
     shard = layer._get_layer()._shards[0]
     batches.clear()
     async with shard._lock:  # a SUBSCRIBE on its way, slow to answer
-        one = asyncio.ensure_future(layer.group_add("slow", await first))
+        one = asyncio.ensure_future(layer.group_add("slow", channel))
         await asyncio.sleep(0.01)
         later = []
         for n in range(10):  # each in its own turn of the loop
-            later.append(asyncio.ensure_future(layer.group_add(f"room-{n}", await first)))
+            later.append(asyncio.ensure_future(layer.group_add(f"room-{n}", channel)))
             await asyncio.sleep(0.001)
     await asyncio.wait_for(asyncio.gather(one, *later), 5)
     assert batches == [1, 10]
