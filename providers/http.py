@@ -19,6 +19,7 @@ from contextlib import aclosing, asynccontextmanager
 
 import httpx
 
+from providers import chunked
 from providers.base import Endpoint, ProviderError
 from providers.errors import classify, connection_failure, error_in, excerpt, public_url
 from providers.network import Backend
@@ -189,14 +190,12 @@ async def sse_data(response: httpx.Response, deadline: float) -> AsyncIterator[s
     """
     decoder = EventDecoder(MAX_SSE_LINE)
     loop = asyncio.get_running_loop()
-    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
-    # Raw bytes skip httpx's decoder layer for each token, unless the body is compressed.
-    chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-    async for chunk in chunks:
-        for data in decoder.feed(chunk):
-            yield data.decode(errors="replace")
-        if loop.time() > deadline:
-            raise ProviderError("timeout", "total deadline mid-reply")
+    async with aclosing(chunked.body(response)) as chunks:
+        async for chunk in chunks:
+            for data in decoder.feed(chunk):
+                yield data.decode(errors="replace")
+            if loop.time() > deadline:
+                raise ProviderError("timeout", "total deadline mid-reply")
     for data in decoder.flush():
         yield data.decode(errors="replace")
 
