@@ -71,6 +71,35 @@ class Usage:
     completion_tokens: int | None = None
     cost: Decimal | None = None  # as reported by the provider
 
+    @classmethod
+    def reported(cls, prompt, completion, cost=None) -> "Usage":
+        """Usage as a backend sent it: a figure that is not a plausible count or price
+        (negative, fractional, huge, NaN, text) is left out, and the reply's own
+        estimate stands in for it. Stored as sent, it failed the reply's final save."""
+        return cls(_count(prompt), _count(completion), _price(cost))
+
+
+MAX_COUNT = 2**31 - 1  # what every database's integer column holds
+MAX_PRICE = Decimal(10) ** 6  # a reply's cost column holds less than this
+
+
+def _count(value) -> int | None:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 12.0: some servers write every number as a float
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+        return value
+    return None
+
+
+def _price(value) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        price = Decimal(str(value))
+    except ArithmeticError:  # decimal.InvalidOperation: not a number at all
+        return None
+    return price if price.is_finite() and 0 <= price < MAX_PRICE else None
+
 
 @dataclass(frozen=True)
 class Finish:
@@ -90,6 +119,10 @@ class Completion:
 class DiscoveredModel:
     remote_id: str
     context_window: int | None = None
+
+    def __post_init__(self):
+        # A window that is not a plausible count (0, negative, huge, text) is unknown.
+        object.__setattr__(self, "context_window", _count(self.context_window) or None)
 
 
 MESSAGES = {

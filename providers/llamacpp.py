@@ -54,7 +54,7 @@ def _body(request: ChatRequest, stream: bool) -> dict:
 
 
 def _usage(event: dict) -> Usage:
-    return Usage(event.get("tokens_evaluated"), event.get("tokens_predicted"))
+    return Usage.reported(event.get("tokens_evaluated"), event.get("tokens_predicted"))
 
 
 def _finish(event: dict) -> str:

@@ -13,7 +13,6 @@ Quirks handled here:
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from decimal import Decimal, InvalidOperation
 
 from providers import continuation, http, reasoning
 from providers.base import (
@@ -71,12 +70,9 @@ def _reasoning(request: ChatRequest) -> dict:
 def _usage(raw) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    cost = raw.get("estimated_cost")
-    try:
-        cost = Decimal(str(cost)) if cost is not None else None
-    except InvalidOperation:
-        cost = None
-    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"), cost)
+    return Usage.reported(
+        raw.get("prompt_tokens"), raw.get("completion_tokens"), raw.get("estimated_cost")
+    )
 
 
 def _finish(reason: str | None) -> str:

@@ -55,7 +55,8 @@ def sync_models(provider: Provider) -> SyncResult:
 @transaction.atomic
 def apply(provider: Provider, found: list[DiscoveredModel]) -> SyncResult:
     """New models arrive disabled; models the backend no longer lists are flagged, not deleted."""
-    remote = {m.remote_id: m for m in found}
+    longest = Model._meta.get_field("remote_id").max_length
+    remote = {m.remote_id: m for m in found if 0 < len(m.remote_id) <= longest}
     known = {m.remote_id: m for m in provider.models.all()}
     added = 0
     for remote_id, model in remote.items():

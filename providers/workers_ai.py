@@ -48,7 +48,7 @@ def _body(request: ChatRequest, stream: bool) -> dict:
 def _usage(raw) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"))
+    return Usage.reported(raw.get("prompt_tokens"), raw.get("completion_tokens"))
 
 
 def _is_choice_list(choices) -> bool:

@@ -43,6 +43,7 @@ class Behaviour:
     keepalive: bool = False  # ": keep-alive" comments between events
     usage: bool = True
     cost: float | None = None  # DeepInfra's usage.estimated_cost
+    usage_override: dict = field(default_factory=dict)  # fields replaced in usage, as sent
     usage_in_workers: bool = False
     expected_key: str | None = None
     models: list[str] = field(default_factory=lambda: ["fake-model"])
@@ -345,7 +346,7 @@ class FakeBackend:
         }
         if self.behaviour.cost is not None:
             usage["estimated_cost"] = self.behaviour.cost
-        return usage
+        return {**usage, **self.behaviour.usage_override}
 
     def _closing_events(self, fmt, body, count, truncated):
         b = self.behaviour

@@ -140,3 +140,32 @@ async def test_title_calls_wait_their_turn_under_load(owner, chat_model, fake, s
     assert len(gaps) == 2 and min(gaps) >= 0.28
     for tab in tabs:
         await tab.close()
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 2**70},
+        {"prompt_tokens": -5},
+        {"completion_tokens": "many"},
+        {"completion_tokens": 3_000_000_000},  # past a PostgreSQL integer
+        {"prompt_tokens": 1.5},
+        {"estimated_cost": "NaN"},
+        {"estimated_cost": 1e300},
+        {"estimated_cost": -1},
+    ],
+)
+async def test_impossible_usage_figures_from_a_backend_are_replaced_by_estimates(
+    owner, chat_model, fake, usage
+):
+    fake.configure(tokens=["Hello", " there"], usage_override=usage)
+    tab = Socket(owner, await new_conversation(owner, chat_model))
+    await tab.open()
+    await tab.send(command="send", content="hi")
+    await tab.until_final(timeout=20)
+    reply = await wait_for_status((await latest_reply(tab.conversation)).pk)
+    assert (reply.status, reply.content) == ("complete", "Hello there")
+    assert reply.tokens_estimated == any("tokens" in name for name in usage)
+    assert 0 <= reply.prompt_tokens < 2**31 and 0 <= reply.completion_tokens < 2**31
+    assert reply.cost is None or 0 <= reply.cost < 10**6
+    await tab.close()

@@ -224,3 +224,18 @@ def test_models_restricted_to_a_group_are_only_available_to_its_members(make_use
     assert list(Model.objects.available_to(outsider)) == [open_model]
     assert set(Model.objects.available_to(insider)) == {open_model, closed}
     assert closed.allows(insider) and not closed.allows(outsider)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("n_ctx", [2**70, -1, 0])
+def test_a_model_list_with_impossible_ids_and_windows_syncs_what_it_can(
+    admin_client, fake, provider_url, n_ctx
+):
+    provider = Provider.objects.create(
+        name="Odd", wire_format="openai", base_url=provider_url, requires_key=False, enabled=True
+    )
+    fake.configure(models=["fine", "x" * 400], n_ctx=n_ctx)
+    response = action(admin_client, "/admin/providers/provider/", "sync_models", [provider.pk])
+    assert response.status_code == 200
+    model = provider.models.get()  # the 400-character id is not a model the table can hold
+    assert (model.remote_id, model.context_window) == ("fine", None)
