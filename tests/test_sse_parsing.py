@@ -1,9 +1,12 @@
 """The SSE reader on hand-cut byte streams: the edges real servers produce."""
 
 import asyncio
+import json
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from providers import http
 from providers.base import ProviderError
@@ -66,3 +69,32 @@ async def test_a_compressed_stream_is_decompressed_before_it_is_split():
     response.headers["content-encoding"] = "gzip"
     deadline = asyncio.get_running_loop().time() + 5
     assert [data async for data in http.sse_data(response, deadline)] == ["one", "two"]
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()  # NaN and infinities, which only the standard module reads
+    | st.text(),  # lone surrogates included
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUES, st.booleans())
+def test_backend_json_reads_as_the_standard_module_reads_it(value, as_bytes):
+    text = json.dumps(value, ensure_ascii=bool(as_bytes))
+    raw = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    assert repr(http.parse_json(raw)) == repr(json.loads(raw))
+
+
+def test_an_integer_past_64_bits_reads_as_a_number():
+    assert http.parse_json(str(2**70)) == float(2**70)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b'{"a": }', b"\xff\xfe", "[1,]"])
+def test_json_that_neither_reads_is_malformed(raw):
+    with pytest.raises(ProviderError) as refused:
+        http.parse_json(raw)
+    assert refused.value.kind == "malformed"

@@ -14,9 +14,11 @@ below to tell whoever is listening. This module alone knows
 Fragment functions return a list of frames to send in order.
 """
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
+from html import escape as escape_html
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -35,8 +37,10 @@ TEMPLATE = "chat/live.html"
 # --- who listens ----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def conversation_group(conversation_id) -> str:
-    """Every socket open on the conversation, in every process."""
+    """Every socket open on the conversation, in every process. Remembered: every
+    delta of every reply asks, and parsing the UUID was 3% of a busy process's CPU."""
     return f"conv.{uuid.UUID(str(conversation_id)).hex}"
 
 
@@ -91,8 +95,15 @@ LABEL = '<span id="think-label-{}" hx-swap-oob="innerHTML">{}</span>'
 ADD_TO_TAIL = '<div hx-swap-oob="beforeend:#tail-{} {}">{}</div>'
 
 
-def _part(name: str, message_id: int, swap: str, html) -> str:
-    return format_html(PART, name, int(message_id), swap, html)
+def _part(name: str, message_id: int, swap: str, markup) -> str:
+    return format_html(PART, name, int(message_id), swap, markup)
+
+
+def _add_to_tail(message_id: int, into: str, text: str) -> str:
+    """The commonest frame by far: a few words added to the tail. Escaped as format_html
+    would (the same html.escape), without its lazy-string machinery, which was 4% of a
+    busy process's CPU."""
+    return ADD_TO_TAIL.format(int(message_id), escape_html(into), escape_html(text))
 
 
 def _text_parts(name: str, message_id: int, text: str, replace: bool) -> list[str]:
@@ -120,13 +131,13 @@ def live_frames(message_id: int, live, *, reset: bool = False) -> list[str]:
 
     Rendered once per delta, for every socket on the conversation."""
     if live.tail_added is not None and not (reset or live.reasoning or live.frozen or live.label):
-        return [format_html(ADD_TO_TAIL, int(message_id), live.tail_into, live.tail_added)]
+        return [_add_to_tail(message_id, live.tail_into, live.tail_added)]
     parts = _text_parts("think-text", message_id, live.reasoning, replace=reset)
     if reset:
         parts.append(_part("frozen", message_id, "innerHTML", ""))
     parts += [_part("frozen", message_id, "beforeend", html) for html in live.frozen]
     if live.tail_added is not None and not reset:
-        parts.append(format_html(ADD_TO_TAIL, int(message_id), live.tail_into, live.tail_added))
+        parts.append(_add_to_tail(message_id, live.tail_into, live.tail_added))
     elif live.tail is not None:
         parts += _tail_parts(message_id, live.tail, live.tail_text)
     if live.label:
