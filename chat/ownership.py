@@ -9,6 +9,7 @@ import functools
 from django.contrib.auth import get_user_model
 from django.db import connection
 
+from chat import rows
 from chat.models import Conversation, Message, Preference
 
 Status = Message.Status
@@ -55,8 +56,17 @@ def owned_conversation(user, conversation_id) -> Conversation | None:
 
 
 def locked_conversation(user, conversation_id) -> Conversation:
-    """The user's conversation, locked for this transaction: its commands run one at a time."""
-    return Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
+    """The user's conversation, locked for this transaction: its commands run one at a
+    time. Raises Conversation.DoesNotExist, as the ORM's get() would."""
+    found = rows.one(
+        Conversation,
+        "id = %s AND owner_id = %s",
+        [rows.db_value(Conversation, "id", conversation_id), user.pk],
+        lock=True,
+    )
+    if found is None:
+        raise Conversation.DoesNotExist
+    return found
 
 
 def locked_preference(user) -> Preference:

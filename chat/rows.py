@@ -1,4 +1,8 @@
-"""New rows with an INSERT built once per model, for the rows every message adds.
+"""The rows every message reads and writes, with SQL built once per model.
+
+A send reads its conversation, adds three rows and updates the conversation,
+on the one database thread; the ORM spent longer building each statement than
+the database spent running it.
 
 Model.save() builds its INSERT from scratch each time: about 0.35 ms on the one
 database thread, three times for every message sent. For a model with no save()
@@ -34,4 +38,64 @@ def _insert_sql(model) -> tuple[str, list]:
         f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks}) "  # noqa: S608
         f"RETURNING {quote(meta.pk.column)}"
     )
+    return sql, fields
+
+
+def one(model, where: str, params, *, lock: bool = False):
+    """The row of `model` that `where` (SQL over its columns) finds, loaded as the ORM
+    loads it (each column through the same converters), or None. `lock`: FOR UPDATE,
+    where the database has it. The same query through the ORM took 0.4 ms to build."""
+    lock = lock and connection.features.has_select_for_update
+    sql, names, converters = _select(model, where, lock)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for value, (column, steps) in zip(row, converters, strict=True):
+        for step in steps:
+            value = step(value, column, connection)
+        values.append(value)
+    return model.from_db(connection.alias, names, values)
+
+
+@functools.cache
+def _select(model, where: str, lock: bool):
+    meta = model._meta
+    fields = meta.concrete_fields
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    sql = f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {where}"  # noqa: S608
+    converters = []
+    for field in fields:
+        column = field.get_col(meta.db_table)
+        steps = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        converters.append((column, steps))
+    return sql + (" FOR UPDATE" if lock else ""), [f.attname for f in fields], converters
+
+
+def db_value(model, name: str, value):
+    """A value for a query parameter on `model`'s field `name`, prepared as the ORM
+    prepares it (a UUID's text form, say); junk raises as the ORM's lookup would."""
+    field = model._meta.get_field(name)
+    return field.get_db_prep_value(field.get_prep_value(value), connection, prepared=True)
+
+
+def update(row, names: tuple[str, ...]):
+    """save(update_fields=names) for a model with no save() or signals of its own, with
+    the UPDATE built once (auto_now fields are stamped, as save() stamps them)."""
+    sql, fields = _update_sql(type(row), names)
+    values = [field.get_db_prep_save(field.pre_save(row, False), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, row._meta.pk.get_db_prep_value(row.pk, connection)])
+
+
+@functools.cache
+def _update_sql(model, names: tuple[str, ...]) -> tuple[str, list]:
+    meta = model._meta
+    fields = [meta.get_field(name) for name in names]
+    quote = connection.ops.quote_name
+    sets = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
     return sql, fields

@@ -3,9 +3,13 @@ the page, and what a reconnecting page missed. Fixed queries whatever the
 conversation's size: one for its shape (chat.tree), one for the messages shown.
 """
 
+import functools
 from dataclasses import dataclass
 
+from django.db import connection
+
 from chat.models import Conversation, Message
+from chat.rows import db_value
 from chat.tree import Tree, annotate
 
 PAGE = 40  # messages a page shows at first; earlier ones load on demand
@@ -23,15 +27,18 @@ def history(path: list[int]) -> list[dict]:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
+@functools.cache
+def _branch_sql() -> str:
+    table = Message._meta.db_table
+    return f"SELECT id, parent_id, role, content FROM {table} WHERE conversation_id = %s"  # noqa: S608
+
+
 def active_branch(conversation) -> tuple[list[int], list[dict]]:
     """The branch shown (ids from the root down) and its turns as context, in one query:
     a send reads the whole conversation once, to find its path and its text together."""
-    rows = {
-        pk: (parent, role, content)
-        for pk, parent, role, content in Message.objects.filter(
-            conversation=conversation
-        ).values_list("pk", "parent_id", "role", "content")
-    }
+    with connection.cursor() as cursor:  # written out: the ORM took 0.3 ms to build it
+        cursor.execute(_branch_sql(), [db_value(Conversation, "id", conversation.pk)])
+        rows = {pk: (parent, role, content) for pk, parent, role, content in cursor.fetchall()}
     tree = Tree((pk, row[0]) for pk, row in rows.items())
     path = tree.path_to(tree.leaf_for(conversation.active_leaf_id))
     turns = [rows[pk] for pk in path]

@@ -193,14 +193,14 @@ def _touch(conversation, model, preference, leaf: Message, first_text: str = "")
     """The conversation now shows `leaf`'s branch and uses `model`."""
     conversation.model = model
     conversation.active_leaf = leaf
-    fields = ["model", "active_leaf", "updated"]
+    fields = ("model", "active_leaf", "updated")
     if first_text and not conversation.title:
         conversation.title = first_words(first_text)
-        fields.append("title")
-    conversation.save(update_fields=fields)
+        fields += ("title",)
+    rows.update(conversation, fields)
     if preference.last_model_id != model.pk:
         preference.last_model = model
-        preference.save(update_fields=["last_model"])
+        rows.update(preference, ("last_model",))
 
 
 def first_words(text: str, limit: int = 60) -> str:

@@ -1,8 +1,10 @@
-"""chat.rows.insert saves exactly what Model.save() saves."""
+"""chat.rows reads and saves exactly what the ORM reads and saves."""
 
+import uuid
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.forms.models import model_to_dict
 
 from chat import rows
@@ -33,3 +35,51 @@ def test_a_row_inserted_reads_back_as_the_orm_would_have_saved_it(make_user, cha
     one, other = rows.insert(UsageRecord(**ledger)), UsageRecord.objects.create(**ledger)
     assert saved(one) == saved(other)
     assert UsageRecord.objects.get(pk=one.pk).cost == Decimal("0.00001234")
+
+
+def every_field(row) -> dict:
+    return {f.attname: getattr(row, f.attname) for f in type(row)._meta.concrete_fields}
+
+
+@pytest.mark.parametrize("lock", [False, True])
+def test_a_row_read_by_one_is_the_row_the_orm_reads(make_user, chat_model, lock):
+    owner = make_user()
+    conversation = Conversation.objects.create(
+        owner=owner, model=chat_model, title="ü <i>", system_prompt="be brief",
+        settings={"temperature": 0.5, "stop": ["\n"]}, pinned=True,
+    )  # fmt: skip
+    where, params = (
+        "id = %s AND owner_id = %s",
+        [rows.db_value(Conversation, "id", conversation.pk), owner.pk],
+    )
+    found = rows.one(Conversation, where, params, lock=lock)
+    assert every_field(found) == every_field(Conversation.objects.get(pk=conversation.pk))
+    assert isinstance(found.pk, uuid.UUID) and found.pinned is True and not found._state.adding
+    stranger = make_user("stranger")
+    assert rows.one(Conversation, where, [params[0], stranger.pk], lock=lock) is None
+
+
+def test_a_junk_id_is_refused_as_the_orm_refuses_it():
+    with pytest.raises(ValidationError):
+        rows.db_value(Conversation, "id", "not-a-uuid")
+    with pytest.raises(ValidationError):
+        Conversation.objects.filter(pk="not-a-uuid").first()
+
+
+def test_an_update_saves_what_save_with_update_fields_saves(make_user, chat_model):
+    owner = make_user()
+    fast, slow = (Conversation.objects.create(owner=owner) for _ in range(2))
+    leaf = Message.objects.create(conversation=fast, role="user", content="hi")
+    for row in (fast, slow):
+        row.model, row.active_leaf, row.title = chat_model, leaf, "new title"
+        row.system_prompt = "not saved: not listed"
+    before = fast.updated
+    rows.update(fast, ("model", "active_leaf", "updated", "title"))
+    slow.save(update_fields=["model", "active_leaf", "updated", "title"])
+    after = Conversation.objects.get(pk=fast.pk)
+    assert after.updated > before and after.updated == fast.updated  # auto_now stamped
+    ignore = {"id", "created", "updated", "active_leaf"}
+    assert {k: v for k, v in saved(after).items() if k not in ignore} == {
+        k: v for k, v in saved(slow).items() if k not in ignore
+    }
+    assert (after.active_leaf_id, after.system_prompt) == (leaf.pk, "")
