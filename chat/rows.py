@@ -85,17 +85,25 @@ def db_value(model, name: str, value):
 def update(row, names: tuple[str, ...]):
     """save(update_fields=names) for a model with no save() or signals of its own, with
     the UPDATE built once (auto_now fields are stamped, as save() stamps them)."""
-    sql, fields = _update_sql(type(row), names)
-    values = [field.get_db_prep_save(field.pre_save(row, False), connection) for field in fields]
+    fields = [row._meta.get_field(name) for name in names]
+    values = {field.name: field.pre_save(row, False) for field in fields}
+    update_where(type(row), values, "id = %s", [row._meta.pk.get_db_prep_value(row.pk, connection)])
+
+
+def update_where(model, values: dict, where: str, params) -> int:
+    """queryset.update(**values) for the rows `where` finds, the UPDATE built once per
+    set of fields (values are prepared as the ORM prepares them; nothing is stamped)."""
+    sql, fields = _update_sql(model, tuple(values), where)
+    prepared = [field.get_db_prep_save(values[field.name], connection) for field in fields]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, row._meta.pk.get_db_prep_value(row.pk, connection)])
+        cursor.execute(sql, [*prepared, *params])
+        return cursor.rowcount
 
 
 @functools.cache
-def _update_sql(model, names: tuple[str, ...]) -> tuple[str, list]:
+def _update_sql(model, names: tuple[str, ...], where: str) -> tuple[str, list]:
     meta = model._meta
     fields = [meta.get_field(name) for name in names]
     quote = connection.ops.quote_name
     sets = ", ".join(f"{quote(field.column)} = %s" for field in fields)
-    sql = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
-    return sql, fields
+    return f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {where}", fields  # noqa: S608

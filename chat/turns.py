@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 
 from chat import context, rows, thread
-from chat.governance import bounds, quotas
+from chat.governance import access, bounds, quotas
 from chat.live import metrics
 from chat.models import Conversation, Message, Preference, UsageRecord
 from chat.ownership import (
@@ -47,12 +47,12 @@ def _clean_content(content) -> str:
 def _pick_model(user, conversation: Conversation, model_id) -> Model:
     if model_id not in (None, ""):
         refusal = "That model is not available to you. Pick another one."
-        model = Model.objects.one_available_to(user, as_id(model_id, refusal))
+        model = access.model_for(user, as_id(model_id, refusal))
         if model is None:
             raise Refused(refusal)
         return model
     if conversation.model_id:
-        model = Model.objects.one_available_to(user, conversation.model_id)
+        model = access.model_for(user, conversation.model_id)
         if model is None:
             raise Refused(
                 "This conversation's model is no longer available to you. Pick another one."

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from chat import ownership
-from chat.governance import quotas
+from chat.governance import access, quotas
 from chat.models import ApiKey, Conversation, Message, Preference, Quota
 from providers.models import Model, Provider
 
@@ -36,11 +36,11 @@ def test_one_model_is_available_exactly_when_the_orm_says_so(make_user):
     for person, model in itertools.product(people, models):
         fresh = ownership.current_user(person.pk)
         expected = Model.objects.available_to(person).filter(pk=model.pk).first()
-        found = Model.objects.one_available_to(fresh, model.pk)
+        found = access.model_for(fresh, model.pk)
         assert found == expected, (person.username, model.remote_id)
         if found is not None:
             assert found.provider.name == model.provider.name  # loaded with the row
-    assert Model.objects.one_available_to(people[2], 10**9) is None
+    assert access.model_for(people[2], 10**9) is None
 
 
 def test_the_current_account_has_its_rights_and_loads_the_rest_on_demand(make_user):

@@ -83,3 +83,17 @@ def test_an_update_saves_what_save_with_update_fields_saves(make_user, chat_mode
         k: v for k, v in saved(slow).items() if k not in ignore
     }
     assert (after.active_leaf_id, after.system_prompt) == (leaf.pk, "")
+
+
+def test_an_update_where_saves_what_queryset_update_saves(make_user, chat_model):
+    owner = make_user()
+    conversation = Conversation.objects.create(owner=owner)
+    fast, slow = (Message.objects.create(conversation=conversation, role="assistant") for _ in "ab")
+    values = {
+        "content": "é <b>", "status": "complete", "prompt_tokens": 7, "completion_tokens": None,
+        "tokens_estimated": True, "cost": Decimal("0.000123"), "reasoning_seconds": 1.5,
+    }  # fmt: skip
+    assert rows.update_where(Message, values, "id = %s", [fast.pk]) == 1
+    Message.objects.filter(pk=slow.pk).update(**values)
+    assert saved(fast) == saved(slow)
+    assert rows.update_where(Message, values, "id = %s", [10**9]) == 0

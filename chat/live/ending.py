@@ -17,6 +17,7 @@ from decimal import Decimal
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from chat import rows
 from chat.db import db_background
 from chat.governance import bounds
 from chat.live import events, metrics
@@ -156,11 +157,14 @@ def save_final(plan, fields: dict, ledger: dict) -> Message | None:
     meanwhile), in one trip to the database thread: on SQLite every reply's ending
     queues there behind everyone else's sends."""
     with transaction.atomic():
-        Message.objects.filter(pk=plan.message_id).update(**with_earlier_part(plan.resume, fields))
-        rows = UsageRecord.objects.filter(message_id=plan.message_id)
-        rows = rows.filter(pk=plan.ledger_id) if plan.ledger_id else rows
-        rows.update(**ledger)
-    return Message.objects.filter(pk=plan.message_id).first()
+        rows.update_where(
+            Message, with_earlier_part(plan.resume, fields), "id = %s", [plan.message_id]
+        )
+        if plan.ledger_id:
+            rows.update_where(UsageRecord, ledger, "id = %s", [plan.ledger_id])
+        else:
+            rows.update_where(UsageRecord, ledger, "message_id = %s", [plan.message_id])
+    return rows.one(Message, "id = %s", [plan.message_id])
 
 
 def final_frames(message: Message, live=None, versions=None) -> list[str]:
