@@ -212,9 +212,9 @@ def _ask(user, conversation, parent_path: list[int], earlier, content: str, mode
     """A question under the end of `parent_path` (whose turns are `earlier`), and its
     reply. Returns both and the plan."""
     model = _pick_model(user, conversation, model_id)
+    # The prompt first: _admit locks the account's starts until this one commits.
+    prompt = _build_prompt(conversation, model, [*earlier, {"role": "user", "content": content}])
     preference, allowance = _admit(user, busy=parent_path[-1:])
-    history = [*earlier, {"role": "user", "content": content}]
-    prompt = _build_prompt(conversation, model, history)
     limits = _bounds(conversation, model, prompt, allowance)
     question = rows.insert(Message(
         conversation=conversation,
@@ -268,8 +268,8 @@ def regenerate(user, conversation_id, message_id=None, model_id=None) -> tuple[M
     if target.is_streaming:
         raise Refused("This reply is still being written; stop it first.")
     model = _pick_model(user, conversation, model_id)
-    preference, allowance = _admit(user)
     prompt = _build_prompt(conversation, model, thread.history(tree.path_to(question.pk)))
+    preference, allowance = _admit(user)
     limits = _bounds(conversation, model, prompt, allowance)
     reply = _new_reply(conversation, question, model, prompt, limits)
     _touch(conversation, model, preference, reply)
@@ -302,12 +302,12 @@ def continue_reply(user, conversation_id, message_id) -> tuple[Message, Plan]:
         model = _pick_model(user, conversation, reply.model_id)
     except Refused:
         model = _pick_model(user, conversation, None)
-    preference, allowance = _admit(user)
     history = [
         *thread.history(tree.path_to(reply.parent_id)),
         {"role": "assistant", "content": reply.content},
     ]
     prompt = _build_prompt(conversation, model, history)
+    preference, allowance = _admit(user)
     limits = _bounds(conversation, model, prompt, allowance)
     resume = Resume(
         reply.content, reply.reasoning, reply.reasoning_seconds, reply.prompt_tokens or 0,
