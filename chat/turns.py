@@ -67,16 +67,16 @@ def _pick_model(user, conversation: Conversation, model_id) -> Model:
     return model
 
 
-def _admit(user, busy: list[int] = ()) -> tuple[Preference, quotas.Allowance]:
-    """Serialise a user's starts, then refuse if a reply this one builds on (`busy`) is
-    still being written, or a quota (concurrency included) is used up. One query finds
-    every running reply."""
+def _admit(user, limits, own: int, busy=()) -> tuple[Preference, quotas.Allowance]:
+    """Serialise a user's starts from here to the commit, then refuse if a reply this
+    one builds on (`busy`) is still being written, or a quota (concurrency included) is
+    used up. One query finds every running reply; `own` (this start's) is not counted."""
     preference = locked_preference(user)
-    replies = user_streaming_ids(user.pk)
+    replies = [pk for pk in user_streaming_ids(user.pk) if pk != own]
     if any(pk in replies for pk in busy):
         raise Refused("A reply is still being written here; stop it first.")
     try:
-        return preference, quotas.check(user, quotas.running(user.pk, replies))
+        return preference, quotas.check(user, quotas.running(user.pk, replies), limits)
     except quotas.QuotaExceeded as exceeded:
         metrics.QUOTA_REFUSALS.inc()
         raise Refused(str(exceeded)) from None
@@ -174,8 +174,11 @@ def _ledger_row(reply: Message, model, prompt, limits: bounds.Bounds, purpose) -
     ))  # fmt: skip
 
 
-def _new_reply(conversation, question: Message, model, prompt, limits) -> Message:
-    """The reply's row (under `question`) and its ledger row, both from the first moment."""
+def _start(user, conversation, question: Message, model, prompt, busy=(), first_text=""):
+    """A new reply under `question`, admitted, with its ledger row. The account's lock
+    comes last: every other start of the account waits on it until this one commits,
+    so the rows that need no admission are written before it."""
+    limits_now = quotas.limits_for(user)
     reply = rows.insert(Message(
         conversation=conversation,
         parent=question,
@@ -185,11 +188,15 @@ def _new_reply(conversation, question: Message, model, prompt, limits) -> Messag
         model_name=model.display_name,
         left_out=prompt.left_out,
     ))  # fmt: skip
+    _touch(conversation, model, reply, first_text)
+    preference, allowance = _admit(user, limits_now, own=reply.pk, busy=busy)
+    limits = _bounds(conversation, model, prompt, allowance)
     reply.ledger_id = _ledger_row(reply, model, prompt, limits, UsageRecord.Purpose.REPLY).pk
-    return reply
+    _remember_model(preference, model)
+    return reply, limits
 
 
-def _touch(conversation, model, preference, leaf: Message, first_text: str = ""):
+def _touch(conversation, model, leaf: Message, first_text: str = ""):
     """The conversation now shows `leaf`'s branch and uses `model`."""
     conversation.model = model
     conversation.active_leaf = leaf
@@ -198,6 +205,9 @@ def _touch(conversation, model, preference, leaf: Message, first_text: str = "")
         conversation.title = first_words(first_text)
         fields += ("title",)
     rows.update(conversation, fields)
+
+
+def _remember_model(preference, model):
     if preference.last_model_id != model.pk:
         preference.last_model = model
         rows.update(preference, ("last_model",))
@@ -212,19 +222,15 @@ def _ask(user, conversation, parent_path: list[int], earlier, content: str, mode
     """A question under the end of `parent_path` (whose turns are `earlier`), and its
     reply. Returns both and the plan."""
     model = _pick_model(user, conversation, model_id)
-    # The prompt first: _admit locks the account's starts until this one commits.
     prompt = _build_prompt(conversation, model, [*earlier, {"role": "user", "content": content}])
-    preference, allowance = _admit(user, busy=parent_path[-1:])
-    limits = _bounds(conversation, model, prompt, allowance)
     question = rows.insert(Message(
         conversation=conversation,
         parent_id=parent_path[-1] if parent_path else None,
         role=Message.Role.USER,
         content=content,
     ))  # fmt: skip
-    reply = _new_reply(conversation, question, model, prompt, limits)
     first = not conversation.title
-    _touch(conversation, model, preference, reply, content)
+    reply, limits = _start(user, conversation, question, model, prompt, parent_path[-1:], content)
     title_for = (content, conversation.title) if first else None
     return [question, reply], _plan(conversation, model, reply, prompt, limits, title_for=title_for)
 
@@ -269,10 +275,7 @@ def regenerate(user, conversation_id, message_id=None, model_id=None) -> tuple[M
         raise Refused("This reply is still being written; stop it first.")
     model = _pick_model(user, conversation, model_id)
     prompt = _build_prompt(conversation, model, thread.history(tree.path_to(question.pk)))
-    preference, allowance = _admit(user)
-    limits = _bounds(conversation, model, prompt, allowance)
-    reply = _new_reply(conversation, question, model, prompt, limits)
-    _touch(conversation, model, preference, reply)
+    reply, limits = _start(user, conversation, question, model, prompt)
     versions = tree.add(reply.pk, question.pk).versions(reply.pk)
     return reply, _plan(conversation, model, reply, prompt, limits, versions=versions)
 
@@ -307,17 +310,19 @@ def continue_reply(user, conversation_id, message_id) -> tuple[Message, Plan]:
         {"role": "assistant", "content": reply.content},
     ]
     prompt = _build_prompt(conversation, model, history)
-    preference, allowance = _admit(user)
-    limits = _bounds(conversation, model, prompt, allowance)
     resume = Resume(
         reply.content, reply.reasoning, reply.reasoning_seconds, reply.prompt_tokens or 0,
         reply.completion_tokens or 0, reply.cost,
     )  # fmt: skip
-    purpose = UsageRecord.Purpose.CONTINUATION
-    reply.ledger_id = _ledger_row(reply, model, prompt, limits, purpose).pk
+    limits_now = quotas.limits_for(user)
     reply.status, reply.error_kind, reply.error_message = Status.STREAMING, "", ""
     reply.save(update_fields=["status", "error_kind", "error_message", "updated"])
-    _touch(conversation, model, preference, reply)
+    _touch(conversation, model, reply)
+    preference, allowance = _admit(user, limits_now, own=reply.pk)  # the account's lock: last
+    limits = _bounds(conversation, model, prompt, allowance)
+    purpose = UsageRecord.Purpose.CONTINUATION
+    reply.ledger_id = _ledger_row(reply, model, prompt, limits, purpose).pk
+    _remember_model(preference, model)
     versions = tree.versions(reply.pk)
     return reply, _plan(
         conversation, model, reply, prompt, limits, resume=resume, versions=versions

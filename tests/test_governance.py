@@ -1,6 +1,7 @@
 """Model access, quotas, the ledger, the dashboard, deactivation, login throttling, audit."""
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -10,13 +11,14 @@ from asgiref.sync import sync_to_async
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group
 from django.core.cache import cache
+from django.db import connection, connections
 from django.db.models import Sum
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from chat import turns
-from chat.models import Conversation, Message, Quota, UsageRecord
+from chat.models import Conversation, Message, Preference, Quota, UsageRecord
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
 from tests.frames import FINAL
 
@@ -365,3 +367,42 @@ def test_changing_the_password_logs_out_the_other_sessions(make_user):
     )
     assert laptop.get(reverse("home")).status_code == 200
     assert phone.get(reverse("home")).status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite runs every start on one thread; the race needs PostgreSQL (CI's second pass)",
+)
+@pytest.mark.parametrize("cap", [1, 3])
+def test_starts_racing_in_parallel_never_pass_the_concurrency_cap(
+    make_user, chat_model, settings, cap
+):
+    """Each start writes its reply before it takes the account's lock, and must still
+    count every other start that committed first, and never itself."""
+    settings.MAX_CONCURRENT_GENERATIONS = cap
+    owner = make_user("racer")
+    Preference.objects.get_or_create(user=owner)  # as for anyone who has sent before
+    conversations = [Conversation.objects.create(owner=owner, model=chat_model) for _ in range(8)]
+    barrier, outcomes = threading.Barrier(len(conversations)), []
+
+    def start(conversation):
+        try:
+            barrier.wait()
+            turns.send(owner, conversation.pk, "go")
+            outcomes.append("started")
+        except turns.Refused:
+            outcomes.append("refused")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=start, args=(c,)) for c in conversations]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["refused"] * (8 - cap) + ["started"] * cap
+    streaming = Message.objects.filter(conversation__owner=owner, status="streaming")
+    assert streaming.count() == cap
+    assert UsageRecord.objects.filter(user=owner, status="streaming").count() == cap
+    assert Message.objects.filter(conversation__owner=owner, role="user").count() == cap

@@ -162,10 +162,11 @@ class Allowance:
     cost_left: Decimal | None = None
 
 
-def check(user, running: int) -> Allowance:
+def check(user, running: int, limits: Limits | None = None) -> Allowance:
     """Raise QuotaExceeded with a message saying which limit and when it resets;
-    otherwise say how many tokens and how much money are left to spend."""
-    limits = limits_for(user)
+    otherwise say how many tokens and how much money are left to spend. `limits`:
+    limits_for(user), if read already."""
+    limits = limits or limits_for(user)
     if running >= limits.max_concurrent:
         raise QuotaExceeded(
             f"You already have {running} replies being written; wait for one to finish or stop it.",
