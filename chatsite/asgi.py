@@ -21,7 +21,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from chat.live import runtime  # noqa: E402
+from chat.live import runtime, warm  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chatsite.origin import SameOriginValidator  # noqa: E402
 
@@ -78,6 +78,8 @@ async def application(scope, receive, send):
     runtime.ensure_started()
     await router(scope, receive, send)
 
+
+warm.warm_up()  # the first reply must not pay for compiling templates
 
 # Everything loaded so far lives as long as the process: keep it out of the cyclic
 # collector's full passes, which otherwise stopped the event loop for up to 85 ms
