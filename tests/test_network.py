@@ -68,6 +68,8 @@ def test_the_providers_client_moves_its_bytes_through_this_backend():
     async def main():
         http = provider_http.client()
         assert isinstance(http._transport._pool._network_backend, Backend)
+        # TLS settings made once, as the module loaded, not by each loop's first reply
+        assert http._transport._pool._ssl_context is provider_http.TLS
         await http.aclose()
 
     asyncio.run(main())
