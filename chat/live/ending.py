@@ -18,7 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from chat import rows
-from chat.db import db_background
+from chat.db import db_async
 from chat.governance import bounds
 from chat.live import events, metrics
 from chat.models import Message, UsageRecord
@@ -150,12 +150,12 @@ def with_earlier_part(resume, fields: dict) -> dict:
     return totals
 
 
-@db_background
+@db_async
 @fresh_connection_on_failure
 def save_final(plan, fields: dict, ledger: dict) -> Message | None:
     """Save how the reply ended, and read it back as saved (None if it was deleted
-    meanwhile), in one trip to the database thread: on SQLite every reply's ending
-    queues there behind everyone else's sends."""
+    meanwhile), in one trip to the database thread. The page waits for the final
+    frame this makes, so on SQLite it queues with the sends, not behind them."""
     with transaction.atomic():
         rows.update_where(
             Message, with_earlier_part(plan.resume, fields), "id = %s", [plan.message_id]
