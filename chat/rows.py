@@ -85,9 +85,10 @@ def db_value(model, name: str, value):
 def update(row, names: tuple[str, ...]):
     """save(update_fields=names) for a model with no save() or signals of its own, with
     the UPDATE built once (auto_now fields are stamped, as save() stamps them)."""
-    fields = [row._meta.get_field(name) for name in names]
-    values = {field.name: field.pre_save(row, False) for field in fields}
-    update_where(type(row), values, "id = %s", [row._meta.pk.get_db_prep_value(row.pk, connection)])
+    meta = row._meta
+    values = {name: meta.get_field(name).pre_save(row, False) for name in names}
+    where = f"{connection.ops.quote_name(meta.pk.column)} = %s"
+    update_where(type(row), values, where, [meta.pk.get_db_prep_value(row.pk, connection)])
 
 
 def update_where(model, values: dict, where: str, params) -> int:
