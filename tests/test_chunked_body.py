@@ -17,6 +17,7 @@ from providers import chunked
 from providers import http as provider_http
 from providers.chunked import Dechunker, Malformed
 from tests.test_network import LOOPS, chunk, headers, loops
+from tests.test_network import serve as serve_requests
 
 PIECES = [b'data: {"n": %d}\n\n' % i for i in range(50)]
 BODY = b"".join(PIECES)
@@ -80,23 +81,16 @@ def test_broken_framing_is_refused(wire):
 
 
 async def serve(writes):
-    """A server that answers each request by `writes(writer)`; it counts connections."""
-    server_state = {"connections": 0}
+    """tests.test_network's server, answering each request by `writes(writer)`; it also
+    counts connections (one writer per connection)."""
+    writers = set()
 
-    async def on_connect(reader, writer):
-        server_state["connections"] += 1
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                if not await writes(writer):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def handler(writer):
+        writers.add(writer)
+        return await writes(writer)
 
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", server_state
+    server, host = await serve_requests(handler)
+    return server, f"http://{host}/", writers
 
 
 async def read_all(http, url, timeout=5.0) -> tuple[bytes, bool]:
@@ -161,7 +155,7 @@ def test_the_body_arrives_whole_and_the_connection_serves_the_next_request(
                 # All but what came with the headers (or all of it at once) went past h11.
                 assert BODY.endswith(b"".join(decoded))
                 assert len(b"".join(decoded)) >= len(b"".join(PIECES[4:])) or writes is EVERYTHING
-            assert seen["connections"] == 1
+            assert len(seen) == 1
 
     run(main())
 
@@ -199,7 +193,7 @@ def test_broken_framing_mid_body_is_a_protocol_error_and_the_connection_is_dropp
             with pytest.raises(httpx.RemoteProtocolError):
                 await read_all(http, url)
             assert (await read_all(http, url))[0] == BODY
-            assert seen["connections"] == 2
+            assert len(seen) == 2
 
     run(main())
 
