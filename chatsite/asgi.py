@@ -43,6 +43,11 @@ def _save_replies_before_shutdown():
 
 _save_replies_before_shutdown()
 
+if "twisted.internet.reactor" in sys.modules:  # under daphne: frames go out on the spot
+    from chatsite import socket_writes
+
+    socket_writes.install()
+
 
 class SessionReader:
     """The session for a websocket, read-only: Channels' SessionMiddleware also wraps
