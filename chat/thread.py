@@ -105,6 +105,9 @@ def catch_up(conversation: Conversation, after: int, streaming: list[int]) -> Ca
 
 
 def streaming_on_path(conversation: Conversation) -> list[int]:
+    running = Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING)
+    if not running.exists():  # the common case, from the small index of running replies
+        return []
     tree, path = active_path(conversation)
     return list(
         Message.objects.filter(pk__in=path, status=Message.Status.STREAMING).values_list(

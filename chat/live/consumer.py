@@ -59,7 +59,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # --- connect and disconnect ---------------------------------------------------------
     async def connect(self):
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        user, self.conversation, session = await work.opening(self.scope, conversation_id)
+        opened = await work.opening(self.scope, conversation_id)
+        user, self.conversation, session, streaming = opened
         if user is None:
             await self.close(code=presence.CLOSE_SIGNED_OUT)
             return
@@ -77,7 +78,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         presence.join(self.channel_name, presence.Presence(user.pk, *session, self))
         await self._join_groups()
         self.keeper = asyncio.create_task(self._keep_membership())
-        for message_id in await work.run(work.streaming_shown, self.conversation.pk):
+        for message_id in streaming:  # replies running when the page was drawn
             await self.resync(message_id)
 
     async def disconnect(self, code):

@@ -33,19 +33,18 @@ def as_user(user_id, command, *args):
 @db_async
 def opening(scope, conversation_id):
     """Who the socket's session belongs to (read as Django reads it for a request: None
-    if signed out), their conversation if it is theirs, and the session's (key, auth
-    hash). One trip for what was three: the first message typed waits behind them."""
+    if signed out), their conversation if it is theirs, the session's (key, auth hash),
+    and the replies on the shown branch still streaming. One trip for what was four:
+    the first message typed waits behind them (a hundred tabs opening at once queued
+    two hundred trips on SQLite's one thread)."""
     user = auth.get_user(SimpleNamespace(session=scope["session"]))
     if not user.is_authenticated:
-        return None, None, ("", "")
+        return None, None, ("", ""), []
     conversation = ownership.owned_conversation(user, conversation_id)
     if conversation is None:
-        return user, None, ("", "")
-    return user, conversation, presence.session_identity(scope["session"])
-
-
-def streaming_shown(conversation_id) -> list[int]:
-    return thread.streaming_on_path(Conversation.objects.get(pk=conversation_id))
+        return user, None, ("", ""), []
+    identity = presence.session_identity(scope["session"])
+    return user, conversation, identity, thread.streaming_on_path(conversation)
 
 
 def catch_up(conversation_id, after: int, streaming: list[int]) -> thread.Catchup:
