@@ -12,17 +12,36 @@ path's CPU. Here the socket keeps reading into a buffer (paused only past
 HIGH_WATER bytes), a read takes everything buffered, and the read timeout is one
 timer per connection that moves forward lazily: it fires at most once per
 timeout period, and only checks whether data came meanwhile.
+
+A reader that shows text a few times a second anyway (a streaming reply after
+its first token) may also pace its reads (`pace_reads`): each read then returns
+no sooner than a gap after the one before, with everything that arrived
+meanwhile. One wake-up carries several tokens instead of one each.
 """
 
 import asyncio
+import contextvars
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 
 import httpcore
 
 HIGH_WATER = 1 << 20  # stop reading the socket with this much unread
 LOW_WATER = 256 << 10  # and start again below this
+
+# The gap between reads, in seconds, asked for by the task reading (see pace_reads).
+_READ_GAP: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar(
+    "read_gap", default=None
+)
+
+
+def pace_reads(gap: Callable[[], float]):
+    """From now on, in the calling task, a read of a connection returns no sooner than
+    `gap()` seconds after that connection's previous read, with all that came in between.
+    For a reader that publishes at that rate anyway: it saves a wake-up per token."""
+    _READ_GAP.set(gap)
 
 
 class _Buffer(asyncio.Protocol):
@@ -90,12 +109,21 @@ class Stream(httpcore.AsyncNetworkStream):
         self.transport, self.buffer = transport, buffer
         self.deadline = 0.0  # when the read being waited for times out
         self.timer: asyncio.TimerHandle | None = None
+        self.read_at = float("-inf")  # when the last read returned data (for pace_reads)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         buffer = self.buffer
+        gap = _READ_GAP.get()
+        if gap is not None and not buffer.eof:
+            loop = asyncio.get_running_loop()
+            wait = self.read_at + gap() - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # the socket keeps filling the buffer meanwhile
         if not buffer.chunks and not buffer.eof:
             await self._wait(timeout)
         if buffer.chunks:
+            if gap is not None:
+                self.read_at = asyncio.get_running_loop().time()
             return buffer.take(max_bytes)
         if buffer.error is not None:
             raise httpcore.ReadError(str(buffer.error) or type(buffer.error).__name__)

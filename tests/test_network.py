@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from providers import http as provider_http
 from providers.errors import connection_failure
-from providers.network import HIGH_WATER, Backend
+from providers.network import HIGH_WATER, Backend, pace_reads
 
 LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 loops = pytest.mark.parametrize("run", LOOPS.values(), ids=LOOPS.keys())
@@ -161,6 +161,88 @@ def test_chunks_closer_than_the_read_timeout_never_time_out(run):
             extensions = {"timeout": {"read": 0.2}}
             response = await http.request("GET", f"http://{host}/", extensions=extensions)
             assert response.content == b"tok " * 40
+
+    run(main())
+
+
+async def paced_reads(host: str, gap: float | None, read_timeout: float = 5.0) -> list:
+    """The body's reads as a paced reader makes them: (when, bytes) each."""
+    if gap is not None:
+        pace_reads(lambda: gap)
+    loop, reads = asyncio.get_running_loop(), []
+    async with pool() as http:
+        extensions = {"timeout": {"read": read_timeout}}
+        async with http.stream("GET", f"http://{host}/", extensions=extensions) as response:
+            async for data in response.aiter_stream():
+                reads.append((loop.time(), data))
+    return reads
+
+
+@loops
+def test_paced_reads_gather_what_came_meanwhile_and_lose_nothing(run):
+    pieces = [b"tok%02d " % i for i in range(40)]  # 0.01 s apart: 0.4 s in all
+
+    async def handler(writer):
+        await send_chunked(writer, pieces, 0.01)
+        return False
+
+    async def main():
+        server, host = await serve(handler)
+        async with server:
+            unpaced = await paced_reads(host, None)
+            paced = await asyncio.create_task(paced_reads(host, 0.1))  # its own context
+        assert b"".join(data for _, data in paced) == b"".join(pieces)
+        assert b"".join(data for _, data in unpaced) == b"".join(pieces)
+        # h11 hands over each chunk on its own; the chunks of one read come together.
+        assert len(wakeups(unpaced)) > 20  # about one read per chunk
+        assert len(wakeups(paced)) <= 8  # about one per 0.1 s
+        gaps = [later - earlier for earlier, later in zip(wakeups(paced), wakeups(paced)[1:])]
+        assert min(gaps) >= 0.09
+
+    def wakeups(reads):
+        """When the reader woke: reads less than 2 ms apart came from one network read."""
+        times = [when for when, _ in reads]
+        return [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > 0.002]
+
+    run(main())
+
+
+@loops
+def test_pacing_stays_with_the_task_that_asked_for_it(run):
+    pieces = [b"tok%02d " % i for i in range(20)]
+
+    async def handler(writer):
+        await send_chunked(writer, pieces, 0.01)
+        return False
+
+    async def main():
+        server, host = await serve(handler)
+        async with server:
+            await asyncio.create_task(paced_reads(host, 0.1))  # another task asked
+            started = asyncio.get_running_loop().time()
+            reads = await paced_reads(host, None)  # this one did not
+        assert reads[0][0] - started < 0.05
+        assert b"".join(data for _, data in reads) == b"".join(pieces)
+        assert all(b - a < 0.05 for (a, _), (b, _) in zip(reads, reads[1:]))
+
+    run(main())
+
+
+@loops
+def test_a_paced_read_still_times_out_on_silence(run):
+    async def handler(writer):
+        writer.write(headers() + chunk(b"first"))
+        await writer.drain()
+        await writer.wait_closed()
+        return False
+
+    async def main():
+        server, host = await serve(handler)
+        async with server:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(httpcore.ReadTimeout):
+                await asyncio.create_task(paced_reads(host, 0.05, read_timeout=0.3))
+            assert asyncio.get_running_loop().time() - started < 1.5
 
     run(main())
 

@@ -27,7 +27,7 @@ from chat.live.pace import Pace
 from chat.markdown.live import LiveMarkdown
 from chat.models import Message, thought_label_seconds
 from chat.plan import Plan
-from providers import client
+from providers import client, network
 from providers.base import (
     AnswerWasReasoning,
     Finish,
@@ -150,12 +150,16 @@ class Job:
 
     # --- reading the provider ----------------------------------------------
     async def pump(self):
+        paced = False
         try:
             async with aclosing(client.stream(self.plan.endpoint, self.plan.request)) as events:
                 async for event in events:
                     if isinstance(event, TextDelta | ReasoningDelta):
                         if not self.take(event.text, isinstance(event, ReasoningDelta)):
                             break  # leaving the block closes the upstream connection
+                        if not paced:  # the first token went out at once; the rest are
+                            paced = True  # published once per interval: read them so
+                            network.pace_reads(PACE.interval)
                     elif isinstance(event, AnswerWasReasoning):
                         self.answer_was_reasoning()
                     elif isinstance(event, Usage):
