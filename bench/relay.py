@@ -67,11 +67,13 @@ def setups(args) -> tuple[list[Setup], list[str]]:
     chosen, skipped = [Setup("embedded (SQLite, in-memory layer), 1 process")], []
     if args.only_embedded:
         return chosen, skipped
+    if args.only_redis:
+        chosen = []
     if not redis_available(args.redis_url):
         return chosen, [f"PostgreSQL + Redis: no Redis at {args.redis_url}"]
     if not postgres_available(args.postgres_url):
         return chosen, [f"PostgreSQL + Redis: no PostgreSQL at {args.postgres_url}"]
-    for workers in (1, 2):
+    for workers in args.workers:
         name = f"PostgreSQL + Redis, {workers} process{'es' if workers > 1 else ''}"
         chosen.append(Setup(name, args.redis_url, args.postgres_url, workers))
     return chosen, skipped
@@ -164,6 +166,13 @@ def main():
     parser.add_argument("--fast-rate", type=float, default=200.0)
     parser.add_argument("--fast-clients", type=int, default=20, help="0: skip that check")
     parser.add_argument("--only-embedded", action="store_true", help="skip PostgreSQL + Redis")
+    parser.add_argument("--only-redis", action="store_true", help="skip the embedded setup")
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[1, 2],
+        help="PostgreSQL + Redis: processes per run, comma-separated",
+    )
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     )

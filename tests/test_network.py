@@ -3,6 +3,7 @@ event loops the site runs on (asyncio's own in tests, uvloop under daphne)."""
 
 import asyncio
 import datetime
+import itertools
 import ssl
 
 import httpcore
@@ -196,7 +197,7 @@ def test_paced_reads_gather_what_came_meanwhile_and_lose_nothing(run):
         # h11 hands over each chunk on its own; the chunks of one read come together.
         assert len(wakeups(unpaced)) > 20  # about one read per chunk
         assert len(wakeups(paced)) <= 8  # about one per 0.1 s
-        gaps = [later - earlier for earlier, later in zip(wakeups(paced), wakeups(paced)[1:])]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(wakeups(paced))]
         assert min(gaps) >= 0.09
 
     def wakeups(reads):
@@ -223,7 +224,7 @@ def test_pacing_stays_with_the_task_that_asked_for_it(run):
             reads = await paced_reads(host, None)  # this one did not
         assert reads[0][0] - started < 0.05
         assert b"".join(data for _, data in reads) == b"".join(pieces)
-        assert all(b - a < 0.05 for (a, _), (b, _) in zip(reads, reads[1:]))
+        assert all(b - a < 0.05 for (a, _), (b, _) in itertools.pairwise(reads))
 
     run(main())
 
