@@ -199,7 +199,9 @@ def _start(user, conversation, question: Message, model, prompt, busy=(), first_
 def _touch(conversation, model, leaf: Message, first_text: str = ""):
     """The conversation now shows `leaf`'s branch and uses `model`."""
     conversation.model = model
-    conversation.active_leaf = leaf
+    # By id: the leaf refers to its conversation, and the two holding each other would
+    # be a cycle per send for the collector's slow full passes (chatsite/asgi.py).
+    conversation.active_leaf_id = leaf.pk
     fields = ("model", "active_leaf", "updated")
     if first_text and not conversation.title:
         conversation.title = first_words(first_text)

@@ -193,6 +193,10 @@ async def post_stream(endpoint: Endpoint, url: str, body: dict, deadline: float)
         ) from None
     finally:
         await response.aclose()
+        # httpx's streamed response and its stream refer to each other: a cycle, with the
+        # request, the connection and its buffers hanging off it, left for the collector's
+        # slow full passes after every reply. Broken here, they are freed at once.
+        response.stream = None
 
 
 async def sse_data(response: httpx.Response, deadline: float) -> AsyncIterator[str]:
