@@ -93,3 +93,34 @@ async def test_a_late_loop_stretches_markdown_redraws_but_not_prose_or_code(monk
     await job.flush()
     job.take("y = 2")
     assert job._answer_due()  # code (like prose) is appended at every flush, however late
+
+
+async def test_a_wait_cut_short_ends_at_once_and_is_not_lateness(settings):
+    settings.STREAM_BATCH_SECONDS = 5.0
+    pace, seen = Pace(), []
+    pace.observe = seen.append
+    nap = asyncio.get_running_loop().create_future()
+    waiting = asyncio.create_task(pace.wait(nap))
+    await asyncio.sleep(0.01)
+    nap.set_result(True)
+    await asyncio.wait_for(waiting, 0.5)  # not five seconds
+    assert seen == []
+
+
+async def test_a_reply_that_ends_mid_interval_sends_its_last_delta_at_once(monkeypatch, settings):
+    """The page waits for the final frame, which follows the last delta: the rest of a
+    publishing interval (stretched under load) must not hold every reply's ending."""
+    from chat.live import jobs
+
+    settings.STREAM_BATCH_SECONDS = 5.0
+    monkeypatch.setattr(jobs, "PACE", Pace())
+    job, sent = _job(monkeypatch)
+    job.shown.set()
+    publishing = asyncio.create_task(job.publish_loop())
+    job.take("First")
+    await asyncio.sleep(0.05)
+    assert len(sent) == 1 and job.nap is not None  # published; now resting for 5 s
+    job.take(" and last")
+    job.wake()  # the upstream's reply ended
+    await asyncio.wait_for(publishing, 0.5)
+    assert len(sent) == 2 and "and last" in sent[-1][0]

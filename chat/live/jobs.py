@@ -70,6 +70,7 @@ class Job:
         self.started = time.monotonic()
         self.first_token_at: float | None = None
         self.done, self.wakeup, self.task, self.pump_task = False, asyncio.Event(), None, None
+        self.nap: asyncio.Future | None = None  # the publishing interval being waited out
         self.shown = asyncio.Event()  # set once the page can take the reply's deltas
         self.saved_chars, self.last_save = 0, time.monotonic()
         self.deltas = self.chars = self.bytes = 0  # text events (about one token each), size
@@ -210,12 +211,21 @@ class Job:
                 if self.answer_changed:
                     self.wakeup.set()  # held back (a slow tail): again after the wait
                 if not self.done:
-                    await PACE.wait()
+                    self.nap = asyncio.get_running_loop().create_future()
+                    await PACE.wait(self.nap)
             await self.flush()
         except Exception:
             log.exception("reply %s: publishing failed", self.message_id)
             self.fail()
             self.pump_task.cancel()
+
+    def wake(self):
+        """The reply ended: its last delta goes out now, not at the end of the interval
+        (the page waits for the final frame, which comes after it)."""
+        self.done = True
+        self.wakeup.set()
+        if self.nap is not None and not self.nap.done():
+            self.nap.set_result(True)
 
     def _answer_due(self) -> bool:
         """Plain prose and code show at every flush (they cost next to nothing); a tail that
@@ -299,8 +309,7 @@ async def _stream_and_finish(job: Job):
         pump.cancel()  # this process is shutting down: keep the text as interrupted
         job.status = Status.INTERRUPTED
     finally:
-        job.done = True
-        job.wakeup.set()
+        job.wake()
         await asyncio.wait(helpers[:1], timeout=5)  # the last delta goes out before the end
         for helper in helpers:
             helper.cancel()

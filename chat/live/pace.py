@@ -34,8 +34,21 @@ class Pace:
         if self.observed % 64 == 1:  # every reply's every frame comes here: a gauge now and then
             metrics.BATCH_SECONDS.set(self.interval())
 
-    async def wait(self):
+    async def wait(self, nap: asyncio.Future | None = None):
+        """Wait out the interval; or less, if whoever holds `nap` ends it (with True)
+        first. An interval cut short says nothing of the loop's lateness."""
         loop = asyncio.get_running_loop()
         asked, interval = loop.time(), self.interval()
-        await asyncio.sleep(interval)
-        self.observe(loop.time() - asked - interval)
+        nap = nap if nap is not None else loop.create_future()
+        timer = loop.call_at(asked + interval, _ring, nap)
+        try:
+            cut_short = await nap
+        finally:
+            timer.cancel()
+        if not cut_short:
+            self.observe(loop.time() - asked - interval)
+
+
+def _ring(nap: asyncio.Future):
+    if not nap.done():
+        nap.set_result(False)
