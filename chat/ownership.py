@@ -71,16 +71,9 @@ def locked_conversation(user, conversation_id) -> Conversation:
 
 def locked_preference(user) -> Preference:
     """The user's preferences, locked for this transaction (PostgreSQL): their starts run
-    one at a time. Every start asks, so the query is written out (0.3 ms saved)."""
-    sql = _preference_sql(connection.features.has_select_for_update)
-    found = next(iter(Preference.objects.raw(sql, [user.pk])), None)
+    one at a time. Every start asks, so the statement is built once (chat.rows)."""
+    found = rows.one(Preference, "user_id = %s", [user.pk], lock=True)
     return found or Preference.objects.select_for_update().get_or_create(user=user)[0]
-
-
-@functools.cache
-def _preference_sql(lock: bool) -> str:
-    sql = f"SELECT * FROM {Preference._meta.db_table} WHERE user_id = %s"  # noqa: S608
-    return sql + " FOR UPDATE" if lock else sql
 
 
 def as_id(value, refusal: str = "That message does not exist.") -> int:

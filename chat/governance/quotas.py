@@ -42,6 +42,14 @@ class Limits:
     cost_per_month: Decimal | None = None
     max_concurrent: int | None = None
 
+    def is_open(self) -> bool:
+        """No limit that the ledger counts against (the concurrency cap counts replies)."""
+        return (
+            self.requests_per_minute is None
+            and self.tokens_per_day is None
+            and (self.cost_per_month is None)
+        )
+
 
 def limits_for(user) -> Limits:
     if not _any(_quota_sql(), [user.pk, user.pk]):  # most people: no quota, no ORM query
@@ -96,8 +104,10 @@ class Usage:
 def usage_of(user, now: datetime, limits: Limits | None = None) -> Usage:
     """What the user used; with `limits`, only the parts a limit applies to (the rest are
     zero), so that sending with no quota set costs no ledger queries."""
-    records = UsageRecord.objects.filter(user=user)
     used = Usage(0, None, 0, Decimal(0))
+    if limits is not None and limits.is_open():
+        return used  # most people: not even a queryset built (a send made one every time)
+    records = UsageRecord.objects.filter(user=user)
     if limits is None or limits.requests_per_minute is not None:
         minute = records.filter(created__gt=now - timedelta(minutes=1))
         used.requests_last_minute = minute.count()
