@@ -162,7 +162,9 @@ def main():
     parser.add_argument("--rate", type=float, default=50.0, help="upstream tokens/s per stream")
     parser.add_argument("--first-delay", type=float, default=0.2)
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which clients arrive")
-    parser.add_argument("--duration", type=float, default=12.0, help="seconds of new messages")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="seconds of new messages (closed loop)"
+    )
     parser.add_argument("--fast-rate", type=float, default=200.0)
     parser.add_argument("--fast-clients", type=int, default=20, help="0: skip that check")
     parser.add_argument("--only-embedded", action="store_true", help="skip PostgreSQL + Redis")
