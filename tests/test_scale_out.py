@@ -52,7 +52,8 @@ async def test_a_reply_started_on_a_streams_to_b_stops_from_b_and_reattaches_on_
         # A refresh that lands on B re-attaches: the text so far, then the rest.
         async with ChatClient(b.url, conversation.pk, cookie) as refreshed:
             await refreshed.until(lambda f: is_snapshot(f, reply_id))
-            assert refreshed.text_of(reply_id).startswith("t0 t1 ")
+            # at least what B showed (drawn as Markdown: a trailing space is not shown)
+            assert refreshed.text_of(reply_id).split()[:2] == ["t0", "t1"]
             await refreshed.until(lambda f: is_delta(f, reply_id))  # and then the deltas after it
 
             await on_b.send(command="stop", message_id=reply_id)  # stop from B ...
