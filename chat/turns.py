@@ -151,11 +151,9 @@ def _build_prompt(conversation, model, history):
 
 
 def _ledger_row(reply: Message, model, prompt, limits: bounds.Bounds, purpose) -> UsageRecord:
-    """A generation's ledger row, from its first moment.
-
-    Until the generation ends, the row holds the most it may use (prompt plus the
-    cut), so replies running side by side cannot spend the same quota twice.
-    """
+    """A generation's ledger row, from its first moment: until it ends, the row holds the
+    most it may use (prompt plus the cut), so replies side by side cannot spend the same
+    quota twice."""
     return rows.insert(UsageRecord(
         user_id=reply.conversation.owner_id,
         message=reply,
@@ -175,9 +173,7 @@ def _ledger_row(reply: Message, model, prompt, limits: bounds.Bounds, purpose) -
 
 
 def _start(user, conversation, question: Message, model, prompt, busy=(), first_text=""):
-    """A new reply under `question`, admitted, with its ledger row. The account's lock
-    comes last: every other start of the account waits on it until this one commits,
-    so the rows that need no admission are written before it."""
+    """A new reply under `question`, admitted (the account's lock last), with its ledger row."""
     limits_now = quotas.limits_for(user)
     reply = rows.insert(Message(
         conversation=conversation,
@@ -189,11 +185,28 @@ def _start(user, conversation, question: Message, model, prompt, busy=(), first_
         left_out=prompt.left_out,
     ))  # fmt: skip
     _touch(conversation, model, reply, first_text)
-    preference, allowance = _admit(user, limits_now, own=reply.pk, busy=busy)
-    limits = _bounds(conversation, model, prompt, allowance)
-    reply.ledger_id = _ledger_row(reply, model, prompt, limits, UsageRecord.Purpose.REPLY).pk
+    kind = UsageRecord.Purpose.REPLY
+    return reply, _admit_and_record(
+        user, conversation, reply, model, prompt, limits_now, kind, busy
+    )
+
+
+def _admit_and_record(user, conversation, reply, model, prompt, limits_now, purpose, busy=()):
+    """Admit the reply and write its ledger row; its bounds. With no limit that counts
+    the ledger (most people), the row comes before the account's lock, which then holds
+    only the running-reply count and the commit (on PostgreSQL each statement under it
+    is a round trip the account's other starts wait through); else after the checks."""
+    if limits_now.is_open():
+        limits = _bounds(conversation, model, prompt, quotas.Allowance())
+        ledger = _ledger_row(reply, model, prompt, limits, purpose)
+        preference, _ = _admit(user, limits_now, own=reply.pk, busy=busy)
+    else:
+        preference, allowance = _admit(user, limits_now, own=reply.pk, busy=busy)
+        limits = _bounds(conversation, model, prompt, allowance)
+        ledger = _ledger_row(reply, model, prompt, limits, purpose)
+    reply.ledger_id = ledger.pk
     _remember_model(preference, model)
-    return reply, limits
+    return limits
 
 
 def _touch(conversation, model, leaf: Message, first_text: str = ""):
@@ -320,11 +333,8 @@ def continue_reply(user, conversation_id, message_id) -> tuple[Message, Plan]:
     reply.status, reply.error_kind, reply.error_message = Status.STREAMING, "", ""
     reply.save(update_fields=["status", "error_kind", "error_message", "updated"])
     _touch(conversation, model, reply)
-    preference, allowance = _admit(user, limits_now, own=reply.pk)  # the account's lock: last
-    limits = _bounds(conversation, model, prompt, allowance)
     purpose = UsageRecord.Purpose.CONTINUATION
-    reply.ledger_id = _ledger_row(reply, model, prompt, limits, purpose).pk
-    _remember_model(preference, model)
+    limits = _admit_and_record(user, conversation, reply, model, prompt, limits_now, purpose)
     versions = tree.versions(reply.pk)
     return reply, _plan(
         conversation, model, reply, prompt, limits, resume=resume, versions=versions
