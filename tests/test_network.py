@@ -43,6 +43,25 @@ async def send_chunked(writer, pieces, pause: float = 0.0):
     await writer.drain()
 
 
+def answers_chunked(pieces, pause: float = 0.0, keep_open: bool = False):
+    """A handler for serve(): a chunked answer (send_chunked), then the connection kept
+    for the next request or closed."""
+
+    async def handler(writer):
+        await send_chunked(writer, pieces, pause)
+        return keep_open
+
+    return handler
+
+
+async def first_chunk_then_silence(writer):
+    """A handler for serve(): one chunk, then nothing until the client hangs up."""
+    writer.write(headers() + chunk(b"first"))
+    await writer.drain()
+    await writer.wait_closed()
+    return False
+
+
 async def serve(handler, ssl_context=None):
     """A loopback server that reads one request head, then runs `handler(writer)`."""
 
@@ -80,12 +99,8 @@ def test_the_providers_client_moves_its_bytes_through_this_backend():
 def test_a_stream_of_small_chunks_arrives_whole_and_in_order(run):
     pieces = [b'data: {"n": %d}\n\n' % i for i in range(300)]
 
-    async def handler(writer):
-        await send_chunked(writer, pieces, 0.001)
-        return True
-
     async def main():
-        server, host = await serve(handler)
+        server, host = await serve(answers_chunked(pieces, 0.001, keep_open=True))
         async with server, pool() as http:
             body = b""
             async with http.stream("GET", f"http://{host}/") as response:
@@ -124,14 +139,8 @@ def test_a_body_far_larger_than_the_buffer_arrives_whole(run):
 
 @loops
 def test_silence_longer_than_the_read_timeout_is_a_read_timeout(run):
-    async def handler(writer):
-        writer.write(headers() + chunk(b"first"))
-        await writer.drain()
-        await writer.wait_closed()  # silent until the client gives up and hangs up
-        return False
-
     async def main():
-        server, host = await serve(handler)
+        server, host = await serve(first_chunk_then_silence)
         async with server, pool() as http:
             started = asyncio.get_running_loop().time()
             extensions = {"timeout": {"read": 0.3}}
@@ -151,13 +160,9 @@ def test_chunks_closer_than_the_read_timeout_never_time_out(run):
     """The one timer per connection moves on; it must not fire while data keeps coming,
     even when the reply lasts many times the read timeout."""
 
-    async def handler(writer):
-        # 1.2 s of data, 0.03 s apart, against a 0.2 s read timeout
-        await send_chunked(writer, [b"tok "] * 40, 0.03)
-        return False
-
     async def main():
-        server, host = await serve(handler)
+        # 1.2 s of data, 0.03 s apart, against a 0.2 s read timeout
+        server, host = await serve(answers_chunked([b"tok "] * 40, 0.03))
         async with server, pool() as http:
             extensions = {"timeout": {"read": 0.2}}
             response = await http.request("GET", f"http://{host}/", extensions=extensions)
@@ -183,12 +188,8 @@ async def paced_reads(host: str, gap: float | None, read_timeout: float = 5.0) -
 def test_paced_reads_gather_what_came_meanwhile_and_lose_nothing(run):
     pieces = [b"tok%02d " % i for i in range(40)]  # 0.01 s apart: 0.4 s in all
 
-    async def handler(writer):
-        await send_chunked(writer, pieces, 0.01)
-        return False
-
     async def main():
-        server, host = await serve(handler)
+        server, host = await serve(answers_chunked(pieces, 0.01))
         async with server:
             unpaced = await paced_reads(host, None)
             paced = await asyncio.create_task(paced_reads(host, 0.1))  # its own context
@@ -212,12 +213,8 @@ def test_paced_reads_gather_what_came_meanwhile_and_lose_nothing(run):
 def test_pacing_stays_with_the_task_that_asked_for_it(run):
     pieces = [b"tok%02d " % i for i in range(20)]
 
-    async def handler(writer):
-        await send_chunked(writer, pieces, 0.01)
-        return False
-
     async def main():
-        server, host = await serve(handler)
+        server, host = await serve(answers_chunked(pieces, 0.01))
         async with server:
             await asyncio.create_task(paced_reads(host, 0.1))  # another task asked
             started = asyncio.get_running_loop().time()
@@ -231,14 +228,8 @@ def test_pacing_stays_with_the_task_that_asked_for_it(run):
 
 @loops
 def test_a_paced_read_still_times_out_on_silence(run):
-    async def handler(writer):
-        writer.write(headers() + chunk(b"first"))
-        await writer.drain()
-        await writer.wait_closed()
-        return False
-
     async def main():
-        server, host = await serve(handler)
+        server, host = await serve(first_chunk_then_silence)
         async with server:
             started = asyncio.get_running_loop().time()
             with pytest.raises(httpcore.ReadTimeout):

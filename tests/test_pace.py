@@ -53,9 +53,9 @@ def _job(monkeypatch):
 async def test_markdown_being_typed_is_redrawn_at_most_so_often_plain_prose_every_time(
     monkeypatch,
 ):
-    from chat.live import jobs
+    from chat.live import publishing
 
-    monkeypatch.setattr(jobs, "SLOW_TAIL_SECONDS", 3600)  # never due again, for the test
+    monkeypatch.setattr(publishing, "SLOW_TAIL_SECONDS", 3600)  # never due again, for the test
     job, sent = _job(monkeypatch)
     for words in ("Plain", " words", " flow"):
         job.take(words)
@@ -74,10 +74,10 @@ async def test_markdown_being_typed_is_redrawn_at_most_so_often_plain_prose_ever
 
 
 async def test_a_late_loop_stretches_markdown_redraws_but_not_prose_or_code(monkeypatch, settings):
-    from chat.live import jobs
+    from chat.live import publishing
 
     settings.STREAM_BATCH_SECONDS = 0.04
-    monkeypatch.setattr(jobs, "PACE", Pace())
+    monkeypatch.setattr(publishing, "PACE", Pace())
     job, sent = _job(monkeypatch)
     job.take("- a list **item")
     await job.flush()  # parsed
@@ -85,7 +85,7 @@ async def test_a_late_loop_stretches_markdown_redraws_but_not_prose_or_code(monk
     job.take(" more")
     assert job._answer_due()
     for _ in range(300):
-        jobs.PACE.observe(1.0)  # the loop runs hopelessly late
+        publishing.PACE.observe(1.0)  # the loop runs hopelessly late
     assert not job._answer_due()  # now held: redraws stretch to about 0.6 s
     job.last_parse = time.monotonic() - 0.7
     assert job._answer_due()
@@ -110,10 +110,10 @@ async def test_a_wait_cut_short_ends_at_once_and_is_not_lateness(settings):
 async def test_a_reply_that_ends_mid_interval_sends_its_last_delta_at_once(monkeypatch, settings):
     """The page waits for the final frame, which follows the last delta: the rest of a
     publishing interval (stretched under load) must not hold every reply's ending."""
-    from chat.live import jobs
+    from chat.live import publishing
 
     settings.STREAM_BATCH_SECONDS = 5.0
-    monkeypatch.setattr(jobs, "PACE", Pace())
+    monkeypatch.setattr(publishing, "PACE", Pace())
     job, sent = _job(monkeypatch)
     job.shown.set()
     publishing = asyncio.create_task(job.publish_loop())

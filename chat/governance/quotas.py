@@ -44,11 +44,8 @@ class Limits:
 
     def is_open(self) -> bool:
         """No limit that the ledger counts against (the concurrency cap counts replies)."""
-        return (
-            self.requests_per_minute is None
-            and self.tokens_per_day is None
-            and (self.cost_per_month is None)
-        )
+        ledger_limits = (self.requests_per_minute, self.tokens_per_day, self.cost_per_month)
+        return all(limit is None for limit in ledger_limits)
 
 
 def limits_for(user) -> Limits:

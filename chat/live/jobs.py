@@ -1,9 +1,8 @@
 """Generation jobs: one asyncio task per reply, independent of any socket.
 
 A job reads the provider's stream, keeps the growing text and thinking (within
-the reply's caps), and publishes numbered, coalesced deltas through
-chat.live.events: the first token at once, then one batch per interval (Pace),
-each rendered once for every socket (chat.markdown.live). Sockets only
+the reply's caps), and publishes numbered, coalesced deltas (chat.live.publishing:
+the first token at once, then one batch per interval). Sockets only
 subscribe, so closing a tab does not stop a reply. chat.live.saver saves the
 text about once a second; chat.live.ending saves and announces how it ended.
 A job may also continue a reply in place (Plan.resume): it starts from its text.
@@ -22,8 +21,7 @@ from contextlib import aclosing
 from django.conf import settings
 
 from chat.governance import bounds
-from chat.live import control, ending, events, metrics, titles
-from chat.live.pace import Pace
+from chat.live import control, ending, events, publishing, titles
 from chat.markdown.live import LiveMarkdown
 from chat.models import Message, thought_label_seconds
 from chat.plan import Plan
@@ -42,13 +40,9 @@ Status = Message.Status
 
 JOBS: dict[int, "Job"] = {}  # this process's running jobs, by message id
 CHARS_PER_TOKEN = 5  # for counting tokens of a backend that sends long pieces of text
-SLOW_TAIL_SECONDS = 0.1  # Markdown being typed is redrawn ten times a second (see _answer_due)
 
 
-PACE = Pace()  # one for the process: lateness is the loop's, not a reply's
-
-
-class Job:
+class Job(publishing.Publishing):
     def __init__(self, plan: Plan):
         self.plan = plan
         self.answer: list[str] = []  # the reply's text, as received
@@ -160,7 +154,7 @@ class Job:
                             break  # leaving the block closes the upstream connection
                         if not paced:  # the first token went out at once; the rest are
                             paced = True  # published once per interval: read them so
-                            network.pace_reads(PACE.interval)
+                            network.pace_reads(publishing.PACE.interval)
                     elif isinstance(event, AnswerWasReasoning):
                         self.answer_was_reasoning()
                     elif isinstance(event, Usage):
@@ -194,86 +188,6 @@ class Job:
         self.failed = True
         self.status = Status.ERROR
         self.cut_note = ending.FAILED_NOTE
-
-    # --- publishing ----------------------------------------------------------
-    async def publish_loop(self):
-        """First token at once, then at most one delta per batch interval.
-
-        If publishing itself breaks, the reply ends as failed (its text is kept);
-        it must not run on unseen, nor take the other replies down with it.
-        """
-        try:
-            await self.shown.wait()  # the reply's turns are on the page (start's caller)
-            while not self.done:
-                await self.wakeup.wait()
-                self.wakeup.clear()
-                await self.flush()
-                if self.answer_changed:
-                    self.wakeup.set()  # held back (a slow tail): again after the wait
-                if not self.done:
-                    self.nap = asyncio.get_running_loop().create_future()
-                    await PACE.wait(self.nap)
-            await self.flush()
-        except Exception:
-            log.exception("reply %s: publishing failed", self.message_id)
-            self.fail()
-            self.pump_task.cancel()
-
-    def wake(self):
-        """The reply ended: its last delta goes out now, not at the end of the interval
-        (the page waits for the final frame, which comes after it)."""
-        self.done = True
-        self.wakeup.set()
-        if self.nap is not None and not self.nap.done():
-            self.nap.set_result(True)
-
-    def _answer_due(self) -> bool:
-        """Plain prose and code show at every flush (they cost next to nothing); a tail that
-        needs the parser, at most every SLOW_TAIL_SECONDS, stretched as Pace stretches."""
-        if not self.answer_changed or self.done or self.reset:
-            return self.answer_changed
-        wait = SLOW_TAIL_SECONDS * PACE.interval() / settings.STREAM_BATCH_SECONDS
-        recent = time.monotonic() - self.last_parse < wait
-        return not recent or self.live.is_quick(self.text())
-
-    async def flush(self):
-        answer_due = self._answer_due()
-        if not (self.new_thought or answer_due or self.reset or self.label):
-            return
-        reset, change = self.reset, events.LiveChange()
-        change.reasoning = "".join(self.thought if reset else self.new_thought)
-        self.thought_shown = list(self.thought) if reset else self.thought_shown + self.new_thought
-        self.new_thought.clear()
-        if answer_due:
-            update = self.live.update(self.text())
-            change.frozen, change.tail = update.frozen, update.tail
-            change.tail_text, change.tail_added = self.live.tail_text(), update.tail_added
-            change.tail_into = update.tail_into
-            self.last_parse = time.monotonic() if update.parsed else self.last_parse
-            self.answer_changed = False
-        change.label, self.label = self.label, ""
-        self.reset = False
-        self.seq += 1
-        now = time.monotonic()
-        if self.seq == 1 and self.first_token_at is not None:
-            metrics.RELAY_ADDED.observe(now - self.first_token_at)
-        else:
-            metrics.FRAME_GAP.observe(now - self.last_flush)
-        self.last_flush = now
-        frames = events.live_frames(self.message_id, change, reset=reset)
-        await events.publish_delta(self.plan.conversation_id, self.message_id, self.seq, frames)
-
-    def snapshot_frames(self) -> list[str]:
-        """The reply as published so far (at self.seq), for a socket that joins late."""
-        frozen, tail = self.live.snapshot()
-        label = ""
-        if self.thought_shown and not self.live.text:
-            label = "Thinking…"
-        elif self.thought_shown:
-            label = "Thought for " + thought_label_seconds(self.thinking_seconds or 0)
-        change = events.LiveChange("".join(self.thought_shown), frozen, tail,
-                                   self.live.tail_text(), label)  # fmt: skip
-        return events.live_frames(self.message_id, change, reset=True)
 
     # --- saving ----------------------------------------------------------------
     def save_due(self, now: float) -> bool:
