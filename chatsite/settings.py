@@ -126,6 +126,9 @@ TRUSTED_PROXY_COUNT = env.env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # Streaming: the first token goes at once, later ones in batches this far apart;
 # the growing text is saved at most this often.
 STREAM_BATCH_SECONDS = 0.04
+# ...unless more replies run than this many frames a second allow at that pace: then
+# they share it (chat.live.pace). 1500 keeps 25 frames a second up to 60 replies.
+STREAM_FRAMES_PER_SECOND = env.env_int("STREAM_FRAMES_PER_SECOND", 1500, minimum=100)
 MAX_TITLE_CALLS = env.env_int("MAX_TITLE_CALLS", 4, minimum=1)  # per process, at once
 STREAM_SAVE_SECONDS = 1.0
 # A streaming reply whose row has not been touched for this long lost its process

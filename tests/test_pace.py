@@ -21,6 +21,21 @@ def test_the_batch_interval_grows_while_the_loop_runs_late_and_recovers(settings
     assert pace.interval() < 0.041  # back to normal once the load is gone
 
 
+def test_many_running_replies_share_the_process_frames(settings):
+    settings.STREAM_BATCH_SECONDS, settings.STREAM_FRAMES_PER_SECOND = 0.04, 1500
+    running = [10]
+    pace = Pace(running=lambda: running[0])
+    assert pace.interval() == 0.04  # few replies: each at its usual 25 frames a second
+    running[0] = 60
+    assert pace.interval() == 0.04  # 60 x 25 = 1500: still within the budget
+    running[0] = 150
+    assert abs(pace.interval() - 0.1) < 1e-9  # 150 share 1500 frames: 10 each
+    pace.observe(0.5)  # a late loop stretches it further
+    assert pace.interval() > 0.1
+    running[0] = 10_000
+    assert pace.interval() == Pace.MAX_SECONDS  # never rarer than four times a second
+
+
 async def test_waiting_measures_how_late_the_timer_fired(settings):
     settings.STREAM_BATCH_SECONDS = 0.04
     pace, seen = Pace(), []

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 Status = Message.Status
 
 JOBS: dict[int, "Job"] = {}  # this process's running jobs, by message id
+publishing.PACE.running = JOBS.__len__  # they share the process's frames (chat.live.pace)
 CHARS_PER_TOKEN = 5  # for counting tokens of a backend that sends long pieces of text
 
 

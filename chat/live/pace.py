@@ -10,22 +10,31 @@ from chat.live import metrics
 class Pace:
     """How long a reply gathers text before publishing it: adaptive coalescing.
 
-    STREAM_BATCH_SECONDS while the event loop keeps time. When it runs late (too
-    many streams for one process), every reply waits longer and sends fewer,
-    larger frames, so the per-frame work shrinks until the loop catches up; a
-    user sees bigger pieces of text rather than a stalled page. The lateness is
-    a moving average over every reply's batch timer.
+    STREAM_BATCH_SECONDS while few replies run. Two things stretch it:
+
+    - the number of replies running: together they send at most
+      STREAM_FRAMES_PER_SECOND, so each reply's share shrinks as more run. Each
+      frame costs the process the same whatever text it carries (a channel
+      message, a websocket frame, a wake-up of every socket on the conversation),
+      so this keeps the cost of a busy process's frames flat, before it runs late;
+    - the event loop running late all the same (a slow machine, other work):
+      every reply waits longer still, until the loop catches up. The lateness is
+      a moving average over every reply's batch timer.
+
+    Either way a user sees bigger pieces of text rather than a stalled page.
     """
 
     MAX_SECONDS = 0.25  # even under load, text shows at least four times a second
     GAIN = 2.0  # seconds of extra wait per second of lateness
 
-    def __init__(self):
+    def __init__(self, running=lambda: 0):
+        self.running = running  # how many replies share the budget (chat.live.jobs)
         self.lateness = 0.0
         self.observed = 0
 
     def interval(self) -> float:
-        wanted = settings.STREAM_BATCH_SECONDS + self.GAIN * self.lateness
+        share = self.running() / settings.STREAM_FRAMES_PER_SECOND
+        wanted = max(settings.STREAM_BATCH_SECONDS, share) + self.GAIN * self.lateness
         return min(self.MAX_SECONDS, wanted)
 
     def observe(self, late: float):
