@@ -21,7 +21,6 @@ from chat.ownership import (
     locked_conversation,
     locked_preference,
     owned_message,
-    user_streaming_ids,
 )
 from chat.plan import Plan, Resume
 from chat.tree import Tree
@@ -72,11 +71,11 @@ def _admit(user, limits, own: int, busy=()) -> tuple[Preference, quotas.Allowanc
     one builds on (`busy`) is still being written, or a quota (concurrency included) is
     used up. One query finds every running reply; `own` (this start's) is not counted."""
     preference = locked_preference(user)
-    replies = [pk for pk in user_streaming_ids(user.pk) if pk != own]
-    if any(pk in replies for pk in busy):
+    running = quotas.in_flight(user.pk)
+    if any(pk in running.replies for pk in busy):
         raise Refused("A reply is still being written here; stop it first.")
     try:
-        return preference, quotas.check(user, quotas.running(user.pk, replies), limits)
+        return preference, quotas.check(user, running.count(leaving_out=own), limits)
     except quotas.QuotaExceeded as exceeded:
         metrics.QUOTA_REFUSALS.inc()
         raise Refused(str(exceeded)) from None

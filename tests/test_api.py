@@ -282,11 +282,11 @@ def test_api_use_counts_against_the_web_chats_concurrency_cap(app_server, fake, 
         model=api_id(model), messages=[{"role": "user", "content": "Hi"}], stream=True
     )
     next(iter(stream))
-    assert quotas.api_requests_running(user.pk) == 1
+    assert quotas.in_flight(user.pk).api_requests == 1
     done = threading.Event()
     threading.Thread(target=lambda: (list(stream), done.set()), daemon=True).start()
     assert done.wait(20)
-    assert quotas.api_requests_running(user.pk) == 0
+    assert quotas.in_flight(user.pk).api_requests == 0
 
 
 def test_admins_see_every_keys_owner_prefix_and_last_use_and_revoke_any(admin_client, user):

@@ -5,10 +5,11 @@ import itertools
 import pytest
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.utils import timezone
 
 from chat import ownership
 from chat.governance import access, quotas
-from chat.models import ApiKey, Conversation, Message, Preference, Quota
+from chat.models import ApiKey, Conversation, Message, Preference, Quota, UsageRecord
 from providers.models import Model, Provider
 
 pytestmark = pytest.mark.django_db
@@ -79,11 +80,24 @@ def test_limits_come_from_own_and_group_quotas_and_default_without_any(make_user
     assert quotas.limits_for(alice) == quotas.Limits(tokens_per_day=100, max_concurrent=1)
 
 
-def test_api_requests_count_only_for_people_with_a_key(make_user):
-    alice = make_user("alice")
-    assert quotas.api_requests_running(alice.pk) == 0
+def test_in_flight_counts_own_replies_and_api_requests_only_for_people_with_a_key(make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    mine, theirs = Conversation.objects.create(owner=alice), Conversation.objects.create(owner=bob)
+    running = Message.objects.create(conversation=mine, role="assistant", status="streaming")
+    Message.objects.create(conversation=mine, role="assistant", status="complete")
+    Message.objects.create(conversation=theirs, role="assistant", status="streaming")
+    api = {"purpose": "api", "status": "streaming", "model_name": "m", "provider_name": "p"}
+    UsageRecord.objects.create(user=alice, **api)
+    assert quotas.in_flight(alice.pk) == quotas.InFlight([running.pk], 0)  # no key: not read
     ApiKey.objects.create(user=alice, name="k", prefix="sk-x", digest="0" * 64)
-    assert quotas.api_requests_running(alice.pk) == 0  # a key, and nothing in flight
+    assert quotas.in_flight(alice.pk) == quotas.InFlight([running.pk], 1)
+    assert quotas.in_flight(alice.pk).count(leaving_out=running.pk) == 1
+    stale = UsageRecord.objects.create(user=alice, **api)
+    UsageRecord.objects.filter(pk=stale.pk).update(created=timezone.now() - quotas.API_STALE * 2)
+    UsageRecord.objects.create(user=alice, **{**api, "status": "complete"})
+    UsageRecord.objects.create(user=alice, **{**api, "purpose": "reply"})
+    assert quotas.in_flight(alice.pk).api_requests == 1  # neither stale, ended nor a chat's
+    assert quotas.in_flight(bob.pk) == quotas.InFlight([theirs.messages.get().pk], 0)
 
 
 def test_preferences_are_made_on_the_first_start_and_read_after(make_user, chat_model):

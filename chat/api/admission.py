@@ -19,7 +19,6 @@ from chat import context
 from chat.api.request import ApiCall
 from chat.governance import bounds, quotas
 from chat.models import ApiKey, Message, Preference, UsageRecord
-from chat.ownership import user_streaming_ids
 from providers import client
 from providers.base import ChatRequest, Endpoint
 from providers.models import Model
@@ -105,7 +104,7 @@ def admit(key: ApiKey, call: ApiCall) -> ApiPlan:
     user = key.user
     Preference.objects.select_for_update().get_or_create(user=user)  # one start at a time
     try:
-        allowance = quotas.check(user, quotas.running(user.pk, user_streaming_ids(user.pk)))
+        allowance = quotas.check(user, quotas.in_flight(user.pk).count())
     except quotas.QuotaExceeded as exceeded:
         raise TooMany(str(exceeded), exceeded.retry_after) from None
     prompt, limits = _bounds(model, call, allowance)

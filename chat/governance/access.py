@@ -16,15 +16,9 @@ from providers.models import Model, Provider
 
 
 def model_for(user, pk: int) -> Model | None:
-    """The model with its provider, if `user` may use it now; else None."""
-    model = rows.one(Model, _available(), [pk, user.is_superuser, user.pk])
-    if model is None:
-        return None
-    provider = rows.one(Provider, "id = %s", [model.provider_id])
-    if provider is None:  # deleted in between, and the model with it
-        return None
-    model.provider = provider
-    return model
+    """The model with its provider (one statement, joined), if `user` may use it now;
+    else None."""
+    return rows.one_with(Model, "provider", _available(), [pk, user.is_superuser, user.pk])
 
 
 @functools.cache
@@ -34,8 +28,7 @@ def _available() -> str:
     allowed = quote(Model.allowed_groups.through._meta.db_table)
     memberships = quote(Group.user_set.through._meta.db_table)
     return f"""
-        {model}.id = %s AND {model}.enabled
-        AND EXISTS (SELECT 1 FROM {provider} p WHERE p.id = {model}.provider_id AND p.enabled)
+        {model}.id = %s AND {model}.enabled AND {provider}.enabled
         AND (
             %s
             OR NOT EXISTS (SELECT 1 FROM {allowed} a WHERE a.model_id = {model}.id)

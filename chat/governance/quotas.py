@@ -17,7 +17,8 @@ from django.db import connection
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from chat.models import ApiKey, Quota, UsageRecord
+from chat import rows
+from chat.models import ApiKey, Conversation, Message, Quota, UsageRecord
 
 CONCURRENCY_RETRY_SECONDS = 5  # a guess: replies take seconds
 # An API request still marked running after this long died with its process: it
@@ -120,28 +121,51 @@ def usage_of(user, now: datetime, limits: Limits | None = None) -> Usage:
     return used
 
 
-def running(user_id, replies: list[int]) -> int:
-    """What the concurrency cap counts: the person's replies being written (`replies`,
-    chat.ownership.user_streaming_ids) and their API requests in flight."""
-    return len(replies) + api_requests_running(user_id)
+@dataclass
+class InFlight:
+    """What the concurrency cap counts: the person's replies being written, in any
+    conversation and process, and their API requests in flight (their ledger rows)."""
+
+    replies: list[int]
+    api_requests: int = 0
+
+    def count(self, leaving_out: int | None = None) -> int:
+        """How many; `leaving_out`: a start's own reply, already written."""
+        return len([pk for pk in self.replies if pk != leaving_out]) + self.api_requests
 
 
-def api_requests_running(user_id) -> int:
-    """API requests of this person in flight, in any process (their ledger rows). Most
-    people have no key: for them, one indexed lookup instead of a scan of the ledger."""
-    if not _any(_api_key_sql(), [user_id]):
-        return 0
-    return UsageRecord.objects.filter(
-        user_id=user_id,
-        purpose=UsageRecord.Purpose.API,
-        status="streaming",
-        created__gt=timezone.now() - API_STALE,
-    ).count()
+def in_flight(user_id) -> InFlight:
+    """One statement, as every start asks it under the account's lock (on PostgreSQL,
+    each statement there is a round trip the account's other starts wait through). The
+    ledger is read only for people with a key: for the rest, one indexed lookup."""
+    since = rows.db_value(UsageRecord, "created", timezone.now() - API_STALE)
+    streaming = Message.Status.STREAMING.value
+    params = [user_id, streaming, user_id, user_id, UsageRecord.Purpose.API.value, streaming]
+    with connection.cursor() as cursor:
+        cursor.execute(_in_flight_sql(), [*params, since])
+        found = cursor.fetchall()
+    return InFlight(
+        replies=[pk for kind, pk in found if kind == "reply"],
+        api_requests=sum(1 for kind, _ in found if kind == "api"),
+    )
+
+
+@functools.cache
+def _in_flight_sql() -> str:
+    messages, conversations = Message._meta.db_table, Conversation._meta.db_table
+    ledger, keys = UsageRecord._meta.db_table, ApiKey._meta.db_table
+    return f"""
+        SELECT 'reply', m.id FROM {messages} m JOIN {conversations} c ON c.id = m.conversation_id
+        WHERE c.owner_id = %s AND m.status = %s
+        UNION ALL
+        SELECT 'api', u.id FROM {ledger} u
+        WHERE EXISTS (SELECT 1 FROM {keys} k WHERE k.user_id = %s)
+        AND u.user_id = %s AND u.purpose = %s AND u.status = %s AND u.created > %s"""  # noqa: S608
 
 
 def _any(sql: str, params) -> bool:
-    """Whether a plain query finds a row. Every start asks these two; the ORM spent
-    0.3 ms building each, and the answer is nearly always no."""
+    """Whether a plain query finds a row. Every start asks; the ORM spent 0.3 ms
+    building it, and the answer is nearly always no."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
@@ -154,11 +178,6 @@ def _quota_sql() -> str:
     return f"""
         SELECT 1 FROM {Quota._meta.db_table} WHERE user_id = %s
         OR group_id IN (SELECT group_id FROM {memberships} WHERE user_id = %s)"""  # noqa: S608
-
-
-@functools.cache
-def _api_key_sql() -> str:
-    return f"SELECT 1 FROM {ApiKey._meta.db_table} WHERE user_id = %s"  # noqa: S608
 
 
 @dataclass
