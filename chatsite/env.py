@@ -114,11 +114,14 @@ def database(name: str, sqlite_path: Path) -> dict:
     # A pool per process: a request or a reply's save borrows a connection instead
     # of opening one (a PostgreSQL connection costs a process on the server).
     size = env_int("DB_POOL_SIZE", 20, minimum=4)
-    pool = {"min_size": 2, "max_size": size, "timeout": 5}
+    from chatsite.postgres import base  # psycopg is needed only here
+
+    # The pool tests a connection that sat idle before lending it (chatsite.postgres):
+    # after a database restart or failover it hands out a live one.
+    pool = {"min_size": 2, "max_size": size, "timeout": 5, "reset": base.note_return}
+    config["ENGINE"] = "chatsite.postgres"
     config["OPTIONS"] = {**config.get("OPTIONS", {}), "pool": pool}
-    # The pool tests a connection before lending it: after a database restart or
-    # failover it hands out a live one, not one the server already closed.
-    config["CONN_HEALTH_CHECKS"] = True
+    config["CONN_HEALTH_CHECKS"] = False  # Django's own check would test every loan
     return config
 
 
