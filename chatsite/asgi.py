@@ -43,10 +43,11 @@ def _save_replies_before_shutdown():
 
 _save_replies_before_shutdown()
 
-if "twisted.internet.reactor" in sys.modules:  # under daphne: frames go out on the spot
-    from chatsite import socket_writes
+if "twisted.internet.reactor" in sys.modules:  # under daphne: frames go out on the spot,
+    from chatsite import socket_opening, socket_writes  # and sockets open without pprint
 
     socket_writes.install()
+    socket_opening.install()
 
 
 class SessionReader:
