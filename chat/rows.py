@@ -47,9 +47,7 @@ def one(model, where: str, params, *, lock: bool = False):
     where the database has it. The same query through the ORM took 0.4 ms to build."""
     lock = lock and connection.features.has_select_for_update
     sql, (loader,) = _select(model, where, lock)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = _first_row(sql, params)
     return None if row is None else loader.load(row)
 
 
@@ -57,14 +55,18 @@ def one_with(model, relation: str, where: str, params):
     """one(), with the row that its foreign key `relation` points to, in the same
     statement (select_related's join); `where` names columns with their table's name."""
     sql, (loader, related) = _select(model, where, False, relation)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = _first_row(sql, params)
     if row is None:
         return None
     found = loader.load(row[: loader.width])
     setattr(found, relation, related.load(row[loader.width :]))
     return found
+
+
+def _first_row(sql: str, params):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
 
 
 class _Loader:

@@ -58,12 +58,18 @@ def test_the_current_account_has_its_rights_and_loads_the_rest_on_demand(make_us
     assert ownership.current_user(10**9) is None
 
 
-def test_streaming_ids_are_the_persons_own_running_replies(make_user):
+def _replies_of_alice_and_bob(make_user):
+    """Alice with one reply being written and one done; Bob with one being written."""
     alice, bob = make_user("alice"), make_user("bob")
     mine, theirs = Conversation.objects.create(owner=alice), Conversation.objects.create(owner=bob)
     running = Message.objects.create(conversation=mine, role="assistant", status="streaming")
     Message.objects.create(conversation=mine, role="assistant", status="complete")
     Message.objects.create(conversation=theirs, role="assistant", status="streaming")
+    return alice, bob, running, theirs
+
+
+def test_streaming_ids_are_the_persons_own_running_replies(make_user):
+    alice, _, running, _ = _replies_of_alice_and_bob(make_user)
     assert ownership.user_streaming_ids(alice.pk) == [running.pk]
     assert ownership.user_streaming_ids(make_user("carol").pk) == []
 
@@ -81,11 +87,7 @@ def test_limits_come_from_own_and_group_quotas_and_default_without_any(make_user
 
 
 def test_in_flight_counts_own_replies_and_api_requests_only_for_people_with_a_key(make_user):
-    alice, bob = make_user("alice"), make_user("bob")
-    mine, theirs = Conversation.objects.create(owner=alice), Conversation.objects.create(owner=bob)
-    running = Message.objects.create(conversation=mine, role="assistant", status="streaming")
-    Message.objects.create(conversation=mine, role="assistant", status="complete")
-    Message.objects.create(conversation=theirs, role="assistant", status="streaming")
+    alice, bob, running, theirs = _replies_of_alice_and_bob(make_user)
     api = {"purpose": "api", "status": "streaming", "model_name": "m", "provider_name": "p"}
     UsageRecord.objects.create(user=alice, **api)
     assert quotas.in_flight(alice.pk) == quotas.InFlight([running.pk], 0)  # no key: not read

@@ -17,8 +17,8 @@ from django.db import connection
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from chat import rows
-from chat.models import ApiKey, Conversation, Message, Quota, UsageRecord
+from chat import ownership, rows
+from chat.models import ApiKey, Message, Quota, UsageRecord
 
 CONCURRENCY_RETRY_SECONDS = 5  # a guess: replies take seconds
 # An API request still marked running after this long died with its process: it
@@ -139,10 +139,11 @@ def in_flight(user_id) -> InFlight:
     each statement there is a round trip the account's other starts wait through). The
     ledger is read only for people with a key: for the rest, one indexed lookup."""
     since = rows.db_value(UsageRecord, "created", timezone.now() - API_STALE)
-    streaming = Message.Status.STREAMING.value
-    params = [user_id, streaming, user_id, user_id, UsageRecord.Purpose.API.value, streaming]
+    streaming, api = Message.Status.STREAMING.value, UsageRecord.Purpose.API.value
     with connection.cursor() as cursor:
-        cursor.execute(_in_flight_sql(), [*params, since])
+        cursor.execute(
+            _in_flight_sql(), [user_id, streaming, user_id, user_id, api, streaming, since]
+        )
         found = cursor.fetchall()
     return InFlight(
         replies=[pk for kind, pk in found if kind == "reply"],
@@ -152,11 +153,9 @@ def in_flight(user_id) -> InFlight:
 
 @functools.cache
 def _in_flight_sql() -> str:
-    messages, conversations = Message._meta.db_table, Conversation._meta.db_table
     ledger, keys = UsageRecord._meta.db_table, ApiKey._meta.db_table
     return f"""
-        SELECT 'reply', m.id FROM {messages} m JOIN {conversations} c ON c.id = m.conversation_id
-        WHERE c.owner_id = %s AND m.status = %s
+        SELECT 'reply', s.id FROM ({ownership.streaming_sql()}) s
         UNION ALL
         SELECT 'api', u.id FROM {ledger} u
         WHERE EXISTS (SELECT 1 FROM {keys} k WHERE k.user_id = %s)
