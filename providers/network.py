@@ -16,7 +16,9 @@ timeout period, and only checks whether data came meanwhile.
 A reader that shows text a few times a second anyway (a streaming reply after
 its first token) may also pace its reads (`pace_reads`): each read then returns
 no sooner than a gap after the one before, with everything that arrived
-meanwhile. One wake-up carries several tokens instead of one each.
+meanwhile. One wake-up carries several tokens instead of one each. The end of
+the response (the last chunk of a chunked body, or the server closing) cuts
+the gap short: the reply's last words and its ending wait for nothing.
 """
 
 import asyncio
@@ -30,6 +32,9 @@ import httpcore
 
 HIGH_WATER = 1 << 20  # stop reading the socket with this much unread
 LOW_WATER = 256 << 10  # and start again below this
+# A chunked body ends with an empty chunk. Preceded by CRLF, it cannot be the end of
+# an SSE line; were it ever taken wrongly, a paced read would only return early.
+LAST_CHUNK = b"\r\n0\r\n\r\n"
 
 # The gap between reads, in seconds, asked for by the task reading (see pace_reads).
 _READ_GAP: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar(
@@ -56,6 +61,7 @@ class _Buffer(asyncio.Protocol):
         self.reader: asyncio.Future | None = None
         self.paused_reading = False
         self.drained: asyncio.Future | None = None  # set while writes must wait
+        self.napping: asyncio.Future | None = None  # a paced read's gap, cut short by the end
 
     def connection_made(self, transport):
         self.transport = transport
@@ -67,15 +73,32 @@ class _Buffer(asyncio.Protocol):
             self.paused_reading = True
             self.transport.pause_reading()
         self._wake()
+        if self.napping is not None and self.at_end():
+            _settle(self.napping)
+
+    def at_end(self) -> bool:
+        """Whether the response's end is here (or the connection's): nothing more to wait for."""
+        if self.eof:
+            return True
+        if not self.chunks:
+            return False
+        tail = self.chunks[-1]
+        if len(tail) < len(LAST_CHUNK) and len(self.chunks) > 1:
+            tail = self.chunks[-2][-len(LAST_CHUNK) :] + tail  # split across two reads
+        return tail.endswith(LAST_CHUNK)
 
     def eof_received(self):
         self.eof = True
         self._wake()
+        if self.napping is not None:
+            _settle(self.napping)
         return False  # close: an HTTP/1.1 client has nothing to write after the answer
 
     def connection_lost(self, exc):
         self.eof, self.error = True, exc
         self._wake()
+        if self.napping is not None:
+            _settle(self.napping)
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 
@@ -114,11 +137,11 @@ class Stream(httpcore.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         buffer = self.buffer
         gap = _READ_GAP.get()
-        if gap is not None and not buffer.eof:
+        if gap is not None and not buffer.at_end():
             loop = asyncio.get_running_loop()
             wait = self.read_at + gap() - loop.time()
             if wait > 0:
-                await asyncio.sleep(wait)  # the socket keeps filling the buffer meanwhile
+                await self._nap(wait)  # the socket keeps filling the buffer meanwhile
         if not buffer.chunks and not buffer.eof:
             await self._wait(timeout)
         if buffer.chunks:
@@ -128,6 +151,17 @@ class Stream(httpcore.AsyncNetworkStream):
         if buffer.error is not None:
             raise httpcore.ReadError(str(buffer.error) or type(buffer.error).__name__)
         return b""  # the server closed the connection
+
+    async def _nap(self, seconds: float):
+        """A paced read's gap: `seconds`, or until the response's end arrives."""
+        loop = asyncio.get_running_loop()
+        napping = self.buffer.napping = loop.create_future()
+        timer = loop.call_later(seconds, _settle, napping)
+        try:
+            await napping
+        finally:
+            timer.cancel()
+            self.buffer.napping = None
 
     async def _wait(self, timeout: float | None):
         loop = asyncio.get_running_loop()
@@ -235,3 +269,8 @@ async def _connect(open_connection, timeout, socket_options) -> Stream:
     for option in socket_options or ():
         sock.setsockopt(*option)
     return Stream(transport, buffer)
+
+
+def _settle(future: asyncio.Future):
+    if not future.done():
+        future.set_result(None)
