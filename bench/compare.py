@@ -76,7 +76,8 @@ async def main_async(args):
         if not args.only_embedded and redis_available(args.redis_url):
             postgres = args.postgres_url if postgres_available(args.postgres_url) else ""
             name = f"{'PostgreSQL' if postgres else 'SQLite'} + Redis"
-            configs.append(Setup(name, args.redis_url, postgres))
+            workers = f", {args.workers} processes" if args.workers > 1 else ""
+            configs.append(Setup(name + workers, args.redis_url, postgres, args.workers))
         for setup in configs:
             direct = await run_direct(upstream, args.clients, args.ramp, args.duration)
             p50, p99 = direct.ttft(50), direct.ttft(99)
@@ -106,6 +107,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only-redis", action="store_true", help="skip the embedded setup")
     parser.add_argument("--only-embedded", action="store_true", help="skip Redis")
+    parser.add_argument("--workers", type=int, default=1, help="processes, on Redis")
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     )
