@@ -73,8 +73,6 @@ class _Buffer(asyncio.Protocol):
             self.paused_reading = True
             self.transport.pause_reading()
         self._wake()
-        if self.napping is not None and self.at_end():
-            _settle(self.napping)
 
     def at_end(self) -> bool:
         """Whether the response's end is here (or the connection's): nothing more to wait for."""
@@ -90,29 +88,29 @@ class _Buffer(asyncio.Protocol):
     def eof_received(self):
         self.eof = True
         self._wake()
-        if self.napping is not None:
-            _settle(self.napping)
         return False  # close: an HTTP/1.1 client has nothing to write after the answer
 
     def connection_lost(self, exc):
         self.eof, self.error = True, exc
         self._wake()
-        if self.napping is not None:
-            _settle(self.napping)
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
+        if self.drained is not None:
+            _settle(self.drained)
 
     def pause_writing(self):
         self.drained = asyncio.get_running_loop().create_future()
 
     def resume_writing(self):
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
+        if self.drained is not None:
+            _settle(self.drained)
         self.drained = None
 
     def _wake(self):
-        if self.reader is not None and not self.reader.done():
-            self.reader.set_result(None)
+        """Data or the end came: a read waiting for data goes on, and a paced read's
+        gap ends if the response did."""
+        if self.reader is not None:
+            _settle(self.reader)
+        if self.napping is not None and self.at_end():
+            _settle(self.napping)
 
     def take(self, max_bytes: int) -> bytes:
         data = self.chunks.popleft() if len(self.chunks) == 1 else b"".join(self.chunks)
