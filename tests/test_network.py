@@ -197,17 +197,22 @@ def test_paced_reads_gather_what_came_meanwhile_and_lose_nothing(run):
         assert b"".join(data for _, data in unpaced) == b"".join(pieces)
         # h11 hands over each chunk on its own; the chunks of one read come together.
         assert len(wakeups(unpaced)) > 20  # about one read per chunk
-        assert len(wakeups(paced)) <= 8  # about one per 0.1 s
-        gaps = [later - earlier for earlier, later in itertools.pairwise(wakeups(paced))]
+        woke = wakeups(paced, within=0.02)
+        assert len(woke) <= 8  # about one per 0.1 s
+        gaps = [later - earlier for earlier, later in itertools.pairwise(woke)]
         assert min(gaps[:-1]) >= 0.09  # the last one ends when the response does
 
     run(main())
 
 
-def wakeups(reads):
-    """When the reader woke: reads less than 2 ms apart came from one network read."""
+def wakeups(reads, within: float = 0.002):
+    """When the reader woke: reads less than `within` apart came from one network read.
+
+    The pieces of one network read are handed over back to back, but on a busy machine
+    that burst can take a few milliseconds; paced readers, whose wake-ups are far apart,
+    are judged with a wider `within`."""
     times = [when for when, _ in reads]
-    return [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > 0.002]
+    return [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > within]
 
 
 async def send_until_close(writer, pieces, pause: float):
@@ -237,7 +242,7 @@ def test_the_end_of_the_response_cuts_a_paced_gap_short(run, ending):
             reads = await asyncio.create_task(paced_reads(host, 2.0))
             took = asyncio.get_running_loop().time() - started
         assert b"".join(data for _, data in reads) == b"".join(pieces)
-        assert len(wakeups(reads)) == 2  # the first piece, then the rest with the end
+        assert len(wakeups(reads, within=0.02)) == 2  # the first piece, then the rest and the end
         assert took < 1.0  # not the 2 s gap
 
     run(main())
