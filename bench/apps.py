@@ -69,7 +69,7 @@ class Setup:
 
 
 class App:
-    """The app on a throw-away database, with one user and many conversations."""
+    """The app on a throw-away database: one account per client, each with a conversation."""
 
     def __init__(self, upstream: str, clients: int, setup: Setup = Setup("embedded"),
                  root: Path = ROOT):  # fmt: skip
@@ -88,16 +88,17 @@ class App:
             "DATABASE_URL": self.database.url if self.database else "",
             "REDIS_URL": setup.redis_url,
             "WORKERS": str(setup.workers),
-            "MAX_CONCURRENT_GENERATIONS": "1000000",
-            "MAX_SOCKETS_PER_USER": "1000000",  # the bench is one user with many tabs
             "LOG_LEVEL": "error",
         }
+        # This tree's setup script, on `root`'s models: an earlier tree (bench.compare)
+        # gets the same accounts and conversations.
         prepared = subprocess.run(
-            [sys.executable, "-m", "bench.setup_app", upstream, str(clients)],
-            cwd=root, env=self.env, capture_output=True, text=True, check=True,
+            [sys.executable, str(ROOT / "bench" / "setup_app.py"), upstream, str(clients)],
+            cwd=root, env={**self.env, "PYTHONPATH": str(root)}, capture_output=True,
+            text=True, check=True,
         )  # fmt: skip
         data = json.loads(prepared.stdout.strip().splitlines()[-1])
-        self.cookie, self.conversations = data["cookie"], data["conversations"]
+        self.tabs = [tuple(tab) for tab in data["tabs"]]  # (conversation, cookie)
         self.log = open(folder / "daphne.log", "w")  # noqa: SIM115 - closed in stop()
         if (root / "chatsite" / "serve.py").exists():
             command = ["-m", "chatsite.serve", "--port", str(self.port)]

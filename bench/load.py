@@ -250,13 +250,13 @@ async def run_app(app: App, clients: int, ramp: float, duration: float) -> Resul
     pid = app.process.pid
     # A whole reply on each spare conversation, before measuring, so that every worker
     # process has its imports and caches warm (each connection lands on one).
-    spare = app.conversations[clients:]
+    spare = app.tabs[clients:]
 
-    async def warm(index: int, conversation):
+    async def warm(index: int, conversation, cookie):
         await asyncio.sleep(index * 0.05)  # one at a time, so that idle workers race for each
-        await _app_session(app.url, conversation, app.cookie, None, [], Active())
+        await _app_session(app.url, conversation, cookie, None, [], Active())
 
-    await asyncio.gather(*[warm(i, c) for i, c in enumerate(spare)])
+    await asyncio.gather(*[warm(i, *tab) for i, tab in enumerate(spare)])
     rss_base, cpu_base = proc_rss(pid), proc_cpu(pid)
     peak = rss_base
     begin = time.monotonic()
@@ -272,9 +272,9 @@ async def run_app(app: App, clients: int, ramp: float, duration: float) -> Resul
     errors = Errors()
     await asyncio.gather(
         *[
-            app_client(app.url, app.conversations[i], app.cookie, begin + i * ramp / clients,
+            app_client(app.url, conversation, cookie, begin + i * ramp / clients,
                        begin + duration, out, active, errors)
-            for i in range(clients)
+            for i, (conversation, cookie) in enumerate(app.tabs[:clients])
         ]
     )  # fmt: skip
     done.set()

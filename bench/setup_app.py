@@ -1,14 +1,21 @@
-"""Prepare the benchmark's throw-away database: one user, a model on the upstream,
-one conversation per client. Prints {"cookie": ..., "conversations": [...]} as JSON.
+"""Prepare the benchmark's throw-away database: a model on the upstream, and per
+client an account, signed in, with one conversation. Prints {"tabs": [[conversation
+id, session cookie], ...]} as JSON.
 
-    python -m bench.setup_app UPSTREAM_URL CLIENTS   (run by bench.relay)
+A client is one person at one tab, on the default limits: one account with a
+hundred replies running at once would measure that account's serialised starts
+(chat.turns), which no real person meets, and would need the per-account caps
+lifted.
+
+    python bench/setup_app.py UPSTREAM_URL CLIENTS   (run by bench.apps, in the tree
+                                                      under test)
 """
 
 import json
 import os
 import sys
 
-WARM_UP = 6  # extra conversations, so that a warm-up reply reaches every worker
+WARM_UP = 6  # extra tabs, so that a warm-up reply reaches every worker
 
 
 def main():
@@ -26,7 +33,10 @@ def main():
     from providers.models import Model, Provider
 
     call_command("migrate", verbosity=0)
-    user = get_user_model().objects.create_user("bench", password="bench-password-1")
+    users = get_user_model().objects.bulk_create(
+        get_user_model()(username=f"bench{i}", password="!")  # "!": no password to sign in
+        for i in range(clients + WARM_UP)
+    )
     provider = Provider.objects.create(
         name="Upstream",
         wire_format="openai",
@@ -40,12 +50,15 @@ def main():
     conversations = Conversation.objects.bulk_create(
         # Titled already, so no title requests add to the upstream's load.
         Conversation(owner=user, model=model, title=f"bench {i}")
-        for i in range(clients + WARM_UP)
+        for i, user in enumerate(users)
     )
-    client = Client()
-    client.force_login(user)
-    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    print(json.dumps({"cookie": cookie, "conversations": [str(c.pk) for c in conversations]}))
+    tabs = []
+    for user, conversation in zip(users, conversations, strict=True):
+        client = Client()
+        client.force_login(user)
+        session = client.cookies[settings.SESSION_COOKIE_NAME].value
+        tabs.append([str(conversation.pk), f"{settings.SESSION_COOKIE_NAME}={session}"])
+    print(json.dumps({"tabs": tabs}))
 
 
 if __name__ == "__main__":
