@@ -101,6 +101,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1") or 1))
     parser.add_argument("--fd", type=int, help="accept on this inherited socket (for workers)")
     args, extra = parser.parse_known_args(argv)
+    if args.fd is None:  # the workers, and the settings, see how many there are
+        os.environ["WORKERS"] = str(max(1, args.workers))  # (they share a frame budget)
     if args.fd is not None:
         run_daphne(["--fd", str(args.fd), *extra])
     elif args.workers <= 1:

@@ -26,6 +26,10 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def environ(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
 def sockets_of(pid: int) -> int:
     count = 0
     for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -63,6 +67,8 @@ def test_two_workers_share_one_port_and_stop_together(make_user, chat_model, coo
         wait_until_healthy(url)
         workers = children(supervisor.pid)
         assert len(workers) == 2
+        # Each knows it is one of two (they share the frame budget: chatsite.settings).
+        assert all(b"\0WORKERS=2\0" in b"\0" + environ(pid) for pid in workers)
         idle = {pid: sockets_of(pid) for pid in workers}
         held = asyncio.run(hold_tabs(url, conversation.pk, cookie_for(owner), 30, workers))
     finally:

@@ -67,6 +67,20 @@ def test_a_missing_or_weak_provider_keys_secret_is_refused_when_debug_is_off(wea
     assert "Fernet.generate_key()" in result.stderr  # says how to make one
 
 
+@pytest.mark.parametrize(("workers", "each"), [("", 1500), ("1", 1500), ("2", 750), ("3", 500)])
+def test_the_processes_behind_one_port_share_the_frame_budget(workers, each):
+    """`make run WORKERS=N` (chatsite.serve) tells its processes N: they share the
+    machine's cores, so each sends its part of STREAM_FRAMES_PER_SECOND."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    environment.update(WORKERS=workers, STREAM_FRAMES_PER_SECOND="1500")
+    shown = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from django.conf import settings; print(settings.STREAM_FRAMES_PER_SECOND)"],
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert shown.stdout.split()[-1] == str(each)
+
+
 def test_embedded_defaults_pass_the_system_check():
     result = manage_check()
     assert result.returncode == 0, result.stderr
