@@ -154,7 +154,10 @@ async def main_async(args):
 
 def main():
     parser = argparse.ArgumentParser(description="Relay benchmark: the app against the backend.")
-    parser.add_argument("--clients", default="10,25,50,100,150,200", help="levels, comma-separated")
+    # Up to 250: a two-process knee 1.5 times a one-process knee of 150 is past 200.
+    parser.add_argument(
+        "--clients", default="10,25,50,100,150,200,250", help="levels, comma-separated"
+    )
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument(
         "--markdown", action="store_true", help="replies with headings, lists, tables, code"
