@@ -34,6 +34,7 @@ class ReplyFailed(Exception):
 class Reply:
     ttft: float = 0.0  # seconds from send to the first text
     tokens: int = 0
+    in_window: int = 0  # of those, the ones that arrived before the load's end
     frames: int = 0  # frames that carried text
     bytes: int = 0  # everything received for this reply
     first_at: float = 0.0
@@ -61,7 +62,8 @@ def pct(values, p):
 @dataclass
 class Result:
     replies: list[Reply]
-    seconds: float
+    seconds: float  # from the first client's start until the last reply ended
+    window: float  # the load's duration: clients send new messages until its end
     cpu: float = float("nan")
     rss_peak_mb: float = float("nan")
     rss_per_stream_kb: float = float("nan")
@@ -78,7 +80,11 @@ class Result:
 
     @property
     def aggregate_rate(self):
-        return sum(r.tokens for r in self.replies) / self.seconds
+        """Tokens a second that reached the clients while the load ran. Not all tokens
+        over all the time: the run ends with the last reply started before the end,
+        so one client's reply starting just before it or just after it moved that
+        figure by a few percent from run to run, beyond what the app changed."""
+        return sum(r.in_window for r in self.replies) / self.window
 
     def gap_p99(self):
         return pct([g for r in self.replies for g in r.gaps], 99) * 1000
@@ -141,6 +147,7 @@ async def direct_client(url: str, start: float, stop: float, out: list, active: 
                     else:
                         reply.gaps.append(now - reply.last_at)
                     reply.tokens += count
+                    reply.in_window = reply.tokens if now <= stop else reply.in_window
                     reply.frames += 1
                     reply.last_at = now
             finally:
@@ -207,6 +214,8 @@ async def _app_session(base, conversation, cookie, stop, out, active):
                         else:
                             reply.gaps.append(now - reply.last_at)
                         reply.tokens = shown
+                        if stop is None or now <= stop:
+                            reply.in_window = shown
                         reply.frames += 1
                         reply.last_at = now
                     elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:
@@ -242,7 +251,7 @@ async def run_direct(upstream: str, clients: int, ramp: float, duration: float) 
             for i in range(clients)
         ]
     )  # fmt: skip
-    return Result(out, time.monotonic() - begin, peak_streams=active.peak)
+    return Result(out, time.monotonic() - begin, duration, peak_streams=active.peak)
 
 
 async def run_app(app: App, clients: int, ramp: float, duration: float) -> Result:
@@ -280,7 +289,7 @@ async def run_app(app: App, clients: int, ramp: float, duration: float) -> Resul
     done.set()
     await sampler
     seconds = time.monotonic() - begin
-    result = Result(out, seconds, cpu=proc_cpu(pid) - cpu_base, peak_streams=active.peak)
+    result = Result(out, seconds, duration, cpu=proc_cpu(pid) - cpu_base, peak_streams=active.peak)
     result.errors, result.error_kinds = errors.count, errors.kinds
     result.rss_peak_mb = peak / 2**20
     result.rss_per_stream_kb = (peak - rss_base) / 1024 / max(active.peak, 1)
