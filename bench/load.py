@@ -147,7 +147,8 @@ async def direct_client(url: str, start: float, stop: float, out: list, active: 
                     else:
                         reply.gaps.append(now - reply.last_at)
                     reply.tokens += count
-                    reply.in_window = reply.tokens if now <= stop else reply.in_window
+                    if now <= stop:
+                        reply.in_window = reply.tokens
                     reply.frames += 1
                     reply.last_at = now
             finally:

@@ -101,11 +101,13 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1") or 1))
     parser.add_argument("--fd", type=int, help="accept on this inherited socket (for workers)")
     args, extra = parser.parse_known_args(argv)
-    if args.fd is None:  # the workers, and the settings, see how many there are
-        os.environ["WORKERS"] = str(max(1, args.workers))  # (they share a frame budget)
-    if args.fd is not None:
+    if args.fd is not None:  # a worker: WORKERS is its supervisor's
         run_daphne(["--fd", str(args.fd), *extra])
-    elif args.workers <= 1:
+        return
+    # The settings, and the workers after them, see how many processes share the
+    # machine (they share a frame budget).
+    os.environ["WORKERS"] = str(max(1, args.workers))
+    if args.workers <= 1:
         run_daphne(["-b", args.host, "-p", str(args.port), *extra])
     elif not os.environ.get("REDIS_URL"):
         parser.exit(2, "WORKERS > 1 needs REDIS_URL: processes share replies through Redis.\n")

@@ -11,10 +11,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage_check(**env):
+    return manage("check", **env)
+
+
+def manage(*command, **env):
+    """manage.py COMMAND on the embedded defaults, with `env` over them."""
     environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     environment.update(env)
     return subprocess.run(
-        [sys.executable, "manage.py", "check"],
+        [sys.executable, "manage.py", *command],
         cwd=ROOT,
         env=environment,
         capture_output=True,
@@ -71,13 +76,11 @@ def test_a_missing_or_weak_provider_keys_secret_is_refused_when_debug_is_off(wea
 def test_the_processes_behind_one_port_share_the_frame_budget(workers, each):
     """`make run WORKERS=N` (chatsite.serve) tells its processes N: they share the
     machine's cores, so each sends its part of STREAM_FRAMES_PER_SECOND."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    environment.update(WORKERS=workers, STREAM_FRAMES_PER_SECOND="1500")
-    shown = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c",
-         "from django.conf import settings; print(settings.STREAM_FRAMES_PER_SECOND)"],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60, check=True,
+    shown = manage(
+        "shell", "-c", "from django.conf import settings; print(settings.STREAM_FRAMES_PER_SECOND)",
+        WORKERS=workers, STREAM_FRAMES_PER_SECOND="1500",
     )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
     assert shown.stdout.split()[-1] == str(each)
 
 
