@@ -199,6 +199,59 @@ async def test_subscriptions_asked_while_one_is_on_its_way_go_out_together_next(
     await layer.flush()
 
 
+def unsubscribes_sent(monkeypatch) -> list[int]:
+    """How many channels every UNSUBSCRIBE the Redis layer sends carries."""
+    batches, original = [], PubSub.unsubscribe
+
+    async def counting(self, *channels):
+        batches.append(len(channels))
+        await original(self, *channels)
+
+    monkeypatch.setattr(PubSub, "unsubscribe", counting)
+    return batches
+
+
+@needs_redis
+async def test_channels_left_together_are_one_unsubscribe_and_a_join_is_not_held_behind_them(
+    own_redis, monkeypatch
+):
+    left = unsubscribes_sent(monkeypatch)
+    joined = subscribes_sent(monkeypatch)
+    layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
+    channels = await asyncio.gather(*(layer.new_channel() for _ in range(30)))
+    await asyncio.gather(*(layer.group_add(f"reply-{n}", c) for n, c in enumerate(channels)))
+    joined.clear()
+    # Thirty replies end at once while a socket opens: two commands, not thirty-one.
+    leaving = [layer.group_discard(f"reply-{n}", c) for n, c in enumerate(channels)]
+    opening = layer.group_add("conversation", channels[0])
+    await asyncio.wait_for(asyncio.gather(*leaving, opening), 5)
+    assert (left, joined) == ([30], [1])
+    await layer.group_send("conversation", {"type": "d"})
+    assert (await asyncio.wait_for(layer.receive(channels[0]), 5))["type"] == "d"
+    await layer.flush()
+
+
+@needs_redis
+async def test_a_group_joined_again_while_its_unsubscribe_waits_stays_joined(own_redis):
+    """A tab reloads: the old socket leaves the conversation's group as the new one
+    joins it. The join must not be taken as done, then undone by the leave."""
+    here, there = (RedisPubSubChannelLayer(hosts=[own_redis.url]) for _ in range(2))
+    old, new = await here.new_channel(), await here.new_channel()
+    await here.group_add("conversation", old)
+    shard = here._get_layer()._shards[0]
+    async with shard._lock:  # Redis slow to take the UNSUBSCRIBE
+        leaving = asyncio.ensure_future(here.group_discard("conversation", old))
+        await asyncio.sleep(0.01)
+        joining = asyncio.ensure_future(here.group_add("conversation", new))
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(asyncio.gather(leaving, joining), 5)
+    await there.group_send("conversation", {"type": "from another process"})
+    received = await asyncio.wait_for(here.receive(new), 5)
+    assert received["type"] == "from another process"
+    await here.flush()
+    await there.flush()
+
+
 @needs_redis
 async def test_members_here_get_a_message_at_once_and_other_processes_get_it_once(own_redis):
     """Two layers stand for two processes: each member receives every message once."""
