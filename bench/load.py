@@ -33,6 +33,7 @@ class ReplyFailed(Exception):
 @dataclass
 class Reply:
     ttft: float = 0.0  # seconds from send to the first text
+    first: bool = False  # a client's first reply: sent while every client was arriving
     tokens: int = 0
     in_window: int = 0  # of those, the ones that arrived before the load's end
     frames: int = 0  # frames that carried text
@@ -71,8 +72,10 @@ class Result:
     errors: int = 0
     error_kinds: dict = field(default_factory=dict)
 
-    def ttft(self, p):
-        return pct([r.ttft for r in self.replies], p) * 1000
+    def ttft(self, p, first: bool | None = None):
+        """Time to first token (ms); of first replies only, or of later ones only."""
+        chosen = [r.ttft for r in self.replies if first is None or r.first == first]
+        return pct(chosen, p) * 1000
 
     @property
     def per_stream_rate(self):
@@ -175,9 +178,10 @@ async def app_client(
     closes or a reply that never ends counts as an error, and the tab reconnects."""
     errors = errors if errors is not None else Errors()
     await asyncio.sleep(max(0, start - time.monotonic()))
+    mine = []
     while time.monotonic() < stop:
         try:
-            await _app_session(base, conversation, cookie, stop, out, active)
+            await _app_session(base, conversation, cookie, stop, mine, active)
         except websockets.ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else "none"
             errors.add(f"socket closed ({code})")
@@ -187,6 +191,9 @@ async def app_client(
             errors.add("refused")
         except ReplyFailed as failed:
             errors.add(f"reply {failed}")
+    if mine:
+        mine[0].first = True
+    out.extend(mine)
 
 
 async def _app_session(base, conversation, cookie, stop, out, active):

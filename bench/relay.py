@@ -12,7 +12,8 @@ Setups whose services do not answer are skipped and say so. For each it
 prints added time to first token (p50/p99), delivered tokens against direct,
 frames and bytes per reply, app CPU per token and share of a core, peak RSS
 and errors; then the knee of each setup: the fewest clients at which added
-p99 passes 100 ms.
+p99 passes 100 ms; then the added p99 of each client's first reply (sent while
+every client was arriving) beside that of the later ones.
 
     make bench                     # or: python -m bench.relay --help
 """
@@ -34,8 +35,8 @@ from bench.load import Result, run_app, run_direct
 KNEE_MS = 100.0
 
 
-def added(app: Result, direct: Result, p: int) -> float:
-    return app.ttft(p) - direct.ttft(p)
+def added(app: Result, direct: Result, p: int, first: bool | None = None) -> float:
+    return app.ttft(p, first) - direct.ttft(p)
 
 
 def row(clients: int, direct: Result, app: Result) -> str:
@@ -118,6 +119,15 @@ def report(results: dict[str, list]):
     print(f"\nKnee: the fewest clients at which added time to first token p99 > {KNEE_MS:.0f} ms")
     for name, found in knees.items():
         print(f"  {name:52} {found}")
+    print(
+        "\nAdded p99 (ms) of each client's first reply, sent while all clients were "
+        "arriving (connecting, then sending at once), / of the later replies"
+    )
+    for name, rows in results.items():
+        split = "  ".join(
+            f"{c}: {added(t, d, 99, True):+.0f} / {added(t, d, 99, False):+.0f}" for c, d, t in rows
+        )
+        print(f"  {name:52} {split}")
 
 
 async def fast_upstream(args):
