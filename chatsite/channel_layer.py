@@ -102,8 +102,7 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._changes: list = []  # (channel, join, future): to send, in the order asked
-        self._wanted: dict = {}  # channel: joined or not once the changes asked are made
-        self._last: dict = {}  # channel: the future of the latest change asked for it
+        self._last: dict = {}  # channel: (join, future) of the latest change asked for it
         self._writer = None  # the task sending them
         self._origin = uuid.uuid4().bytes  # marks what this shard published
 
@@ -177,8 +176,8 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
         while its UNSUBSCRIBE waited was taken for joined, then left: that socket
         missed other processes' messages until it re-joined.
         """
-        pending = self._last.get(channel)
-        if self._wanted.get(channel, channel in self._subscribed_to) == join:
+        wanted, pending = self._last.get(channel, (channel in self._subscribed_to, None))
+        if wanted == join:
             if pending is not None:  # asked already: done when that change is
                 await asyncio.shield(pending)
             return
@@ -186,7 +185,7 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
         self._ensure_receiver()
         done = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieved)  # a waiter that left must not log its error
-        self._wanted[channel], self._last[channel] = join, done
+        self._last[channel] = (join, done)
         self._changes.append((channel, join, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write_changes())
@@ -195,9 +194,8 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
     async def _write_changes(self):
         await asyncio.sleep(0)  # the rest of this turn's asks go in the first command
         while self._changes:
-            join = self._changes[0][1]
-            count = next((i for i, c in enumerate(self._changes) if c[1] != join), None)
-            count = len(self._changes) if count is None else count
+            join, changes = self._changes[0][1], self._changes
+            count = next((i for i, c in enumerate(changes) if c[1] != join), len(changes))
             batch, self._changes = self._changes[:count], self._changes[count:]
             channels = [channel for channel, _, _ in batch]
             error = None
@@ -212,8 +210,8 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
             except Exception as failure:  # every socket waiting on it fails, as alone
                 error = failure
             for channel, _, done in batch:
-                if self._last.get(channel) is done:  # nothing newer asked: Redis's state stands
-                    del self._last[channel], self._wanted[channel]
+                if self._last.get(channel, (None, None))[1] is done:  # nothing newer asked
+                    del self._last[channel]  # Redis's state stands
                 if error is None:
                     done.set_result(None)
                 else:
@@ -224,7 +222,7 @@ class _Shard(channels_redis.pubsub.RedisSingleShardConnection):
             self._writer.cancel()
         for *_, done in self._changes:
             done.cancel()
-        self._changes, self._wanted, self._last = [], {}, {}
+        self._changes, self._last = [], {}
         await super().flush()
 
 

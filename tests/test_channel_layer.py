@@ -123,16 +123,20 @@ async def test_every_publish_of_a_failed_pipeline_fails(own_redis):
     await layer.flush()
 
 
-def subscribes_sent(monkeypatch) -> list[int]:
-    """How many channels every SUBSCRIBE the Redis layer sends carries."""
-    batches, original = [], PubSub.subscribe
+def commands_sent(monkeypatch, command: str) -> list[int]:
+    """How many channels every SUBSCRIBE (or UNSUBSCRIBE) the Redis layer sends carries."""
+    batches, original = [], getattr(PubSub, command)
 
     async def counting(self, *channels):
         batches.append(len(channels))
         await original(self, *channels)
 
-    monkeypatch.setattr(PubSub, "subscribe", counting)
+    monkeypatch.setattr(PubSub, command, counting)
     return batches
+
+
+def subscribes_sent(monkeypatch) -> list[int]:
+    return commands_sent(monkeypatch, "subscribe")
 
 
 @needs_redis
@@ -199,23 +203,11 @@ async def test_subscriptions_asked_while_one_is_on_its_way_go_out_together_next(
     await layer.flush()
 
 
-def unsubscribes_sent(monkeypatch) -> list[int]:
-    """How many channels every UNSUBSCRIBE the Redis layer sends carries."""
-    batches, original = [], PubSub.unsubscribe
-
-    async def counting(self, *channels):
-        batches.append(len(channels))
-        await original(self, *channels)
-
-    monkeypatch.setattr(PubSub, "unsubscribe", counting)
-    return batches
-
-
 @needs_redis
 async def test_channels_left_together_are_one_unsubscribe_and_a_join_is_not_held_behind_them(
     own_redis, monkeypatch
 ):
-    left = unsubscribes_sent(monkeypatch)
+    left = commands_sent(monkeypatch, "unsubscribe")
     joined = subscribes_sent(monkeypatch)
     layer = RedisPubSubChannelLayer(hosts=[own_redis.url])
     channels = await asyncio.gather(*(layer.new_channel() for _ in range(30)))
