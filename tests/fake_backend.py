@@ -70,10 +70,12 @@ class Seen:
 
 
 class FakeBackend:
-    def __init__(self, **behaviour):
+    def __init__(self, loop=None, shared_clock=False, **behaviour):
         self.behaviour = Behaviour(**behaviour)
+        self._tick = None if shared_clock else False  # see _next_token_time
         self.requests: list[Seen] = []
-        self._loop = asyncio.new_event_loop()
+        self._loop = loop or asyncio.new_event_loop()
+        self._token_bytes: dict[tuple[str, str], bytes] = {}  # see _token_data
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server = None
         self.port = 0
@@ -112,6 +114,7 @@ class FakeBackend:
 
     def configure(self, **changes):
         self.behaviour = Behaviour(**changes)
+        self._token_bytes.clear()
 
     def wait_for_hangup(self, timeout: float = 5.0) -> float | None:
         """Seconds from the last streamed request's start until the client hung up, or None."""
@@ -202,11 +205,18 @@ class FakeBackend:
                 await asyncio.sleep(0.002)
 
     async def _event(self, writer, payload):
+        await self._send_data(writer, self._data(payload))
+
+    async def _send_data(self, writer, data: bytes):
+        if self.behaviour.keepalive:
+            nl = "\r\n" if self.behaviour.crlf else "\n"
+            await self._chunk(writer, f": keep-alive{nl}{nl}".encode())
+        await self._chunk(writer, data)
+
+    def _data(self, payload) -> bytes:
         nl = "\r\n" if self.behaviour.crlf else "\n"
         text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-        if self.behaviour.keepalive:
-            await self._chunk(writer, f": keep-alive{nl}{nl}".encode())
-        await self._chunk(writer, f"data: {text}{nl}{nl}".encode())
+        return f"data: {text}{nl}{nl}".encode()
 
     async def _end(self, writer):
         writer.write(b"0\r\n\r\n")
@@ -268,10 +278,10 @@ class FakeBackend:
         count = 0
         for index, token in enumerate(tokens):
             if index and b.token_interval:
-                await asyncio.sleep(b.token_interval)
+                await self._next_token_time(b.token_interval)
             if await self._fault(writer, fmt, index):
                 return
-            await self._event(writer, self._token_event(fmt, token, index, body))
+            await self._send_data(writer, self._token_data(fmt, token, index, body))
             count = index + 1
         if await self._fault(writer, fmt, count):
             return
@@ -279,6 +289,22 @@ class FakeBackend:
             for event in self._closing_events(fmt, body, count, truncated):
                 await self._event(writer, event)
         await self._end(writer)
+
+    async def _next_token_time(self, interval: float):
+        """Wait one token interval; with a shared clock, until the next tick of one timer
+        that every stream waits on. Two hundred streams at 50 tokens/s then arm fifty
+        timers a second, not ten thousand: the benchmark's upstream shares the app's
+        cores. A stream's first token still comes after its own first-token delay."""
+        if self._tick is False:
+            return await asyncio.sleep(interval)
+        loop = asyncio.get_running_loop()
+        if self._tick is None or self._tick.done():
+            # Ticks on a fixed grid, so that time spent waking the streams does not
+            # stretch the interval.
+            self._tick_at = max(getattr(self, "_tick_at", 0) + interval, loop.time())
+            self._tick = loop.create_future()
+            loop.call_at(self._tick_at, self._tick.set_result, None)
+        await asyncio.shield(self._tick)  # one stream cancelled must not cancel the rest
 
     async def _fault(self, writer, fmt, index) -> bool:
         """Inject the configured fault before token `index`; True if the reply is over."""
@@ -322,6 +348,16 @@ class FakeBackend:
         if fmt == "llamacpp":
             raise ValueError("/completion has no reasoning field: use tags in `tokens`")
         return self._openai_chunk({self.behaviour.reasoning_field: thought})
+
+    def _token_data(self, fmt, token, index, body) -> bytes:
+        """A token's event, encoded once per token text where it carries no index: the
+        benchmark's upstream streams thousands a second and must not take the app's CPU."""
+        if fmt == "llamacpp":
+            return self._data(self._token_event(fmt, token, index, body))
+        key = (fmt, token)
+        if key not in self._token_bytes:
+            self._token_bytes[key] = self._data(self._token_event(fmt, token, index, body))
+        return self._token_bytes[key]
 
     def _token_event(self, fmt, token, index, body):
         if fmt == "openai" or (fmt == "workers" and self.behaviour.reasoning):
@@ -488,6 +524,8 @@ def main():
     """Run the fake on its own, for the benchmark: prints its port, serves until killed."""
     import argparse
 
+    import uvloop  # a lighter loop: the benchmark's upstream shares the app's cores
+
     parser = argparse.ArgumentParser(description="A fake LLM backend on loopback.")
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--rate", type=float, default=50.0, help="tokens per second per stream")
@@ -495,6 +533,8 @@ def main():
     parser.add_argument("--markdown", action="store_true", help="a reply with Markdown in it")
     args = parser.parse_args()
     fake = FakeBackend(
+        loop=uvloop.new_event_loop(),
+        shared_clock=True,
         tokens=markdown_tokens(args.tokens) if args.markdown else ["tok "] * args.tokens,
         token_interval=1.0 / args.rate,
         first_token_delay=args.first_delay,
