@@ -196,45 +196,53 @@ async def app_client(
     out.extend(mine)
 
 
+def _connect(base, conversation, cookie):
+    url = base.replace("http://", "ws://") + f"/ws/chat/{conversation}/"
+    return websockets.connect(
+        url, origin=base, additional_headers={"Cookie": cookie}, max_size=None, open_timeout=60
+    )
+
+
 async def _app_session(base, conversation, cookie, stop, out, active):
     """Send and read replies until `stop`; with `stop` None, exactly one."""
-    url = base.replace("http://", "ws://") + f"/ws/chat/{conversation}/"
-    async with websockets.connect(
-        url, origin=base, additional_headers={"Cookie": cookie}, max_size=None, open_timeout=60
-    ) as socket:
-        while stop is None or time.monotonic() < stop:
-            reply, sent = Reply(), time.monotonic()
-            reply_id = None
-            with active:
-                await socket.send(json.dumps({"command": "send", "content": "go"}))
-                while True:
-                    frame = await asyncio.wait_for(socket.recv(), 60)
-                    reply.bytes += len(frame)
-                    if reply_id is None and (found := NEW_REPLY.search(frame)):
-                        reply_id = found.group(1)
-                        final_marker = f'<article id="msg-{reply_id}"'
-                        page = frames.Reply()
-                    if reply_id and _carries_text(frame, page, int(reply_id)):
-                        now = time.monotonic()
-                        shown = page.parts["frozen"].count("tok") + page.parts["tail"].count("tok")
-                        if not reply.tokens:
-                            reply.ttft, reply.first_at = now - sent, now
-                        else:
-                            reply.gaps.append(now - reply.last_at)
-                        reply.tokens = shown
-                        if stop is None or now <= stop:
-                            reply.in_window = shown
-                        reply.frames += 1
-                        reply.last_at = now
-                    elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:
-                        if (ended := FINAL_STATUS.match(frame)) and ended[1] != "complete":
-                            raise ReplyFailed(ended[1])  # an error, a cut or an interruption
-                        break
-                    elif re.search(r'class="notice[ "]', frame):
-                        raise RuntimeError(f"the app refused: {frame}")
-            out.append(reply)
-            if stop is None:
-                return
+    async with _connect(base, conversation, cookie) as socket:
+        await _converse(socket, stop, out, active)
+
+
+async def _converse(socket, stop, out, active):
+    while stop is None or time.monotonic() < stop:
+        reply, sent = Reply(), time.monotonic()
+        reply_id = None
+        with active:
+            await socket.send(json.dumps({"command": "send", "content": "go"}))
+            while True:
+                frame = await asyncio.wait_for(socket.recv(), 60)
+                reply.bytes += len(frame)
+                if reply_id is None and (found := NEW_REPLY.search(frame)):
+                    reply_id = found.group(1)
+                    final_marker = f'<article id="msg-{reply_id}"'
+                    page = frames.Reply()
+                if reply_id and _carries_text(frame, page, int(reply_id)):
+                    now = time.monotonic()
+                    shown = page.parts["frozen"].count("tok") + page.parts["tail"].count("tok")
+                    if not reply.tokens:
+                        reply.ttft, reply.first_at = now - sent, now
+                    else:
+                        reply.gaps.append(now - reply.last_at)
+                    reply.tokens = shown
+                    if stop is None or now <= stop:
+                        reply.in_window = shown
+                    reply.frames += 1
+                    reply.last_at = now
+                elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:
+                    if (ended := FINAL_STATUS.match(frame)) and ended[1] != "complete":
+                        raise ReplyFailed(ended[1])  # an error, a cut or an interruption
+                    break
+                elif re.search(r'class="notice[ "]', frame):
+                    raise RuntimeError(f"the app refused: {frame}")
+        out.append(reply)
+        if stop is None:
+            return
 
 
 def _carries_text(frame: str, page, reply_id: int) -> bool:
@@ -262,18 +270,29 @@ async def run_direct(upstream: str, clients: int, ramp: float, duration: float) 
     return Result(out, time.monotonic() - begin, duration, peak_streams=active.peak)
 
 
+async def warm_every_worker(app: App, spare: list):
+    """A whole reply on spare conversations, opened one by one until every worker
+    process holds one, so that none meets the load with cold caches and a small pool.
+    Which worker takes a connection is the kernel's choice, and idle workers often let
+    one take them all: six opened at once went to one of two, in two runs of three."""
+    sockets = []
+    try:
+        for tab in spare:
+            sockets.append(await _connect(app.url, *tab))
+            if all(app.holds_a_connection(pid) for pid in app.workers()):
+                break
+        else:
+            print("  (a worker was not warmed: the spare conversations ran out)", flush=True)
+        await asyncio.gather(*[_converse(socket, None, [], Active()) for socket in sockets])
+    finally:
+        for socket in sockets:
+            await socket.close()
+
+
 async def run_app(app: App, clients: int, ramp: float, duration: float) -> Result:
     out, active = [], Active()
     pid = app.process.pid
-    # A whole reply on each spare conversation, before measuring, so that every worker
-    # process has its imports and caches warm (each connection lands on one).
-    spare = app.tabs[clients:]
-
-    async def warm(index: int, conversation, cookie):
-        await asyncio.sleep(index * 0.05)  # one at a time, so that idle workers race for each
-        await _app_session(app.url, conversation, cookie, None, [], Active())
-
-    await asyncio.gather(*[warm(i, *tab) for i, tab in enumerate(spare)])
+    await warm_every_worker(app, app.tabs[clients:])
     rss_base, cpu_base = proc_rss(pid), proc_cpu(pid)
     peak = rss_base
     begin = time.monotonic()
