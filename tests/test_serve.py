@@ -4,16 +4,20 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import websockets
+from twisted.internet import protocol, tcp
 
 from chat.models import Conversation
+from chatsite import serve
 from tests.live_server import ROOT, database_env, free_port
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -38,6 +42,38 @@ def sockets_of(pid: int) -> int:
         except OSError:
             pass
     return count
+
+
+def no_reactor():
+    """Enough of a reactor for a listening port whose turns the test takes by hand."""
+    ignore = lambda descriptor: None  # noqa: E731
+    return SimpleNamespace(addReader=ignore, removeReader=ignore, addWriter=ignore,
+                           removeWriter=ignore)  # fmt: skip
+
+
+def accepted_in_one_turn(waiting: int) -> int:
+    """Connections a listening port takes the first time it is ready, `waiting` queued."""
+    factory = protocol.Factory.forProtocol(protocol.Protocol)
+    built = []
+    factory.buildProtocol = lambda address: built.append(address) or protocol.Protocol()
+    port = tcp.Port(0, factory, 50, "127.0.0.1", reactor=no_reactor())
+    port.startListening()
+    clients = [socket.create_connection(("127.0.0.1", port.getHost().port)) for _ in range(waiting)]
+    try:
+        port.doRead()
+        return len(built)
+    finally:
+        for client in clients:
+            client.close()
+        port.socket.close()
+
+
+def test_a_worker_on_a_shared_socket_takes_one_waiting_connection_per_turn(monkeypatch):
+    monkeypatch.setattr(tcp.Port, "numberAccepts", None, raising=False)  # undone after
+    assert accepted_in_one_turn(3) == 3  # Twisted's own: every one waiting, up to 100
+    serve.accept_one_at_a_time()
+    # The rest wait for this worker's next turn, or for another worker that is free.
+    assert accepted_in_one_turn(3) == 1
 
 
 def test_more_than_one_worker_needs_redis():
