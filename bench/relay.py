@@ -33,6 +33,7 @@ from bench.apps import (
 from bench.load import Result, run_app, run_direct
 
 KNEE_MS = 100.0
+ONE_PROCESS = "PostgreSQL + Redis, 1 process"
 
 
 def added(app: Result, direct: Result, p: int, first: bool | None = None) -> float:
@@ -57,10 +58,14 @@ HEADER = (
 )
 
 
-def knee(rows: list[tuple[int, float]]) -> str:
-    for clients, p99 in rows:
-        if p99 > KNEE_MS:
-            return f"{clients} clients"
+def knee(rows: list[tuple[int, float]]) -> int | None:
+    """The fewest clients tried at which added p99 passed KNEE_MS; None if it never did."""
+    return next((clients for clients, p99 in rows if p99 > KNEE_MS), None)
+
+
+def knee_text(found: int | None, rows: list) -> str:
+    if found is not None:
+        return f"{found} clients"
     return f"above {rows[-1][0]} clients (the most tried)" if rows else "not measured"
 
 
@@ -75,7 +80,7 @@ def setups(args) -> tuple[list[Setup], list[str]]:
     if not postgres_available(args.postgres_url):
         return chosen, [f"PostgreSQL + Redis: no PostgreSQL at {args.postgres_url}"]
     for workers in args.workers:
-        name = f"PostgreSQL + Redis, {workers} process{'es' if workers > 1 else ''}"
+        name = ONE_PROCESS if workers == 1 else f"PostgreSQL + Redis, {workers} processes"
         chosen.append(Setup(name, args.redis_url, args.postgres_url, workers))
     return chosen, skipped
 
@@ -118,7 +123,7 @@ def report(results: dict[str, list]):
         knees[name] = knee([(c, added(t, d, 99)) for c, d, t in rows])
     print(f"\nKnee: the fewest clients at which added time to first token p99 > {KNEE_MS:.0f} ms")
     for name, found in knees.items():
-        print(f"  {name:52} {found}")
+        print(f"  {name:52} {knee_text(found, results[name])}{scaling(name, knees, results)}")
     print(
         "\nAdded p99 (ms) of each client's first reply, sent while all clients were "
         "arriving (connecting, then sending at once), / of the later replies"
@@ -128,6 +133,16 @@ def report(results: dict[str, list]):
             f"{c}: {added(t, d, 99, True):+.0f} / {added(t, d, 99, False):+.0f}" for c, d, t in rows
         )
         print(f"  {name:52} {split}")
+
+
+def scaling(name: str, knees: dict, results: dict) -> str:
+    """Beside a several-process knee: how many times the one-process knee it is."""
+    one = knees.get(ONE_PROCESS)
+    if not name.startswith("PostgreSQL") or name == ONE_PROCESS or not one:
+        return ""
+    if knees[name] is None:  # not reached: past the most clients tried
+        return f"; more than {results[name][-1][0] / one:.2f} times the one-process knee"
+    return f"; {knees[name] / one:.2f} times the one-process knee"
 
 
 async def fast_upstream(args):
@@ -164,9 +179,10 @@ async def main_async(args):
 
 def main():
     parser = argparse.ArgumentParser(description="Relay benchmark: the app against the backend.")
-    # Up to 250: a two-process knee 1.5 times a one-process knee of 150 is past 200.
+    # Up to 250: a two-process knee 1.5 times a one-process knee of 150 is past 200. Steps
+    # of 25 up to 150, so that a knee's ratio to another is read to within a level.
     parser.add_argument(
-        "--clients", default="10,25,50,100,150,200,250", help="levels, comma-separated"
+        "--clients", default="10,25,50,75,100,125,150,200,250", help="levels, comma-separated"
     )
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument(
