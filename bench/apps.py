@@ -115,19 +115,19 @@ class App:
         """The processes that serve connections: the workers, or the one process."""
         return tree(self.process.pid)[1:] or [self.process.pid]
 
-    def holds_a_connection(self, pid: int) -> bool:
-        """Whether the process holds an open connection on the app's port."""
+    def connections(self, pid: int) -> int:
+        """Open connections the process holds on the app's port."""
         try:
             sockets = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
             table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
         except (FileNotFoundError, ProcessLookupError):
-            return False
+            return 0
+        count = 0
         for line in table:  # local address, remote, state (01: established), ..., inode
             fields = line.split()
             port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
-            if port == self.port and state == "01" and f"socket:[{inode}]" in sockets:
-                return True
-        return False
+            count += port == self.port and state == "01" and f"socket:[{inode}]" in sockets
+        return count
 
     def stop(self):
         self.process.terminate()

@@ -270,22 +270,29 @@ async def run_direct(upstream: str, clients: int, ramp: float, duration: float) 
     return Result(out, time.monotonic() - begin, duration, peak_streams=active.peak)
 
 
-async def warm_every_worker(app: App, spare: list):
-    """A whole reply on spare conversations, opened one by one until every worker
-    process holds one, so that none meets the load with cold caches and a small pool.
-    Which worker takes a connection is the kernel's choice, and idle workers often let
-    one take them all: six opened at once went to one of two, in two runs of three."""
-    sockets = []
+async def warm_every_worker(app: App, spare: list, patience: float = 60):
+    """A whole reply on one spare conversation per worker process, so that none meets
+    the load with cold caches and a small pool. Which worker takes a connection is the
+    kernel's choice, and a worker still starting takes none (the port answers as soon
+    as the first is up): a socket that reached a worker already warmed is closed, and
+    another opened a moment later."""
+    workers, kept = app.workers(), {}
+    deadline = time.monotonic() + patience
     try:
-        for tab in spare:
-            sockets.append(await _connect(app.url, *tab))
-            if all(app.holds_a_connection(pid) for pid in app.workers()):
-                break
-        else:
-            print("  (a worker was not warmed: the spare conversations ran out)", flush=True)
-        await asyncio.gather(*[_converse(socket, None, [], Active()) for socket in sockets])
+        while len(kept) < len(workers) and time.monotonic() < deadline:
+            before = {pid: app.connections(pid) for pid in workers}
+            socket = await _connect(app.url, *spare[len(kept)])
+            took = [pid for pid in workers if app.connections(pid) > before[pid]]
+            if took and took[0] not in kept:
+                kept[took[0]] = socket
+            else:
+                await socket.close()
+                await asyncio.sleep(0.1)
+        if len(kept) < len(workers):
+            print(f"  ({len(workers) - len(kept)} worker(s) could not be warmed)", flush=True)
+        await asyncio.gather(*[_converse(socket, None, [], Active()) for socket in kept.values()])
     finally:
-        for socket in sockets:
+        for socket in kept.values():
             await socket.close()
 
 
