@@ -72,7 +72,8 @@ class Seen:
 class FakeBackend:
     def __init__(self, loop=None, shared_clock=False, **behaviour):
         self.behaviour = Behaviour(**behaviour)
-        self._tick = None if shared_clock else False  # see _next_token_time
+        self._shared_clock = shared_clock  # see _next_token_time
+        self._tick, self._tick_at = None, 0.0
         self.requests: list[Seen] = []
         self._loop = loop or asyncio.new_event_loop()
         self._token_bytes: dict[tuple[str, str], bytes] = {}  # see _token_data
@@ -295,13 +296,13 @@ class FakeBackend:
         that every stream waits on. Two hundred streams at 50 tokens/s then arm fifty
         timers a second, not ten thousand: the benchmark's upstream shares the app's
         cores. A stream's first token still comes after its own first-token delay."""
-        if self._tick is False:
+        if not self._shared_clock:
             return await asyncio.sleep(interval)
         loop = asyncio.get_running_loop()
         if self._tick is None or self._tick.done():
             # Ticks on a fixed grid, so that time spent waking the streams does not
             # stretch the interval.
-            self._tick_at = max(getattr(self, "_tick_at", 0) + interval, loop.time())
+            self._tick_at = max(self._tick_at + interval, loop.time())
             self._tick = loop.create_future()
             loop.call_at(self._tick_at, self._tick.set_result, None)
         await asyncio.shield(self._tick)  # one stream cancelled must not cancel the rest
