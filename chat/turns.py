@@ -18,8 +18,8 @@ from chat.models import Conversation, Message, Preference, UsageRecord
 from chat.ownership import (
     Refused,
     as_id,
+    lock_preferences,
     locked_conversation,
-    locked_preference,
     owned_message,
 )
 from chat.plan import Plan, Resume
@@ -66,16 +66,17 @@ def _pick_model(user, conversation: Conversation, model_id) -> Model:
     return model
 
 
-def _admit(user, limits, own: int, busy=()) -> tuple[Preference, quotas.Allowance]:
-    """Serialise a user's starts from here to the commit, then refuse if a reply this
-    one builds on (`busy`) is still being written, or a quota (concurrency included) is
-    used up. One query finds every running reply; `own` (this start's) is not counted."""
-    preference = locked_preference(user)
+def _admit(user, model, limits, own: int, busy=()) -> quotas.Allowance:
+    """Serialise a user's starts from here to the commit (remembering `model` as their
+    last), then refuse if a reply this one builds on (`busy`) is still being written, or
+    a quota (concurrency included) is used up. One query finds every running reply;
+    `own` (this start's) is not counted. A refusal rolls the model back too."""
+    lock_preferences(user, model)
     running = quotas.in_flight(user.pk)
     if any(pk in running.replies for pk in busy):
         raise Refused("A reply is still being written here; stop it first.")
     try:
-        return preference, quotas.check(user, running.count(leaving_out=own), limits)
+        return quotas.check(user, running.count(leaving_out=own), limits)
     except quotas.QuotaExceeded as exceeded:
         metrics.QUOTA_REFUSALS.inc()
         raise Refused(str(exceeded)) from None
@@ -198,13 +199,12 @@ def _admit_and_record(user, conversation, reply, model, prompt, limits_now, purp
     if limits_now.is_open():
         limits = _bounds(conversation, model, prompt, quotas.Allowance())
         ledger = _ledger_row(reply, model, prompt, limits, purpose)
-        preference, _ = _admit(user, limits_now, own=reply.pk, busy=busy)
+        _admit(user, model, limits_now, own=reply.pk, busy=busy)
     else:
-        preference, allowance = _admit(user, limits_now, own=reply.pk, busy=busy)
+        allowance = _admit(user, model, limits_now, own=reply.pk, busy=busy)
         limits = _bounds(conversation, model, prompt, allowance)
         ledger = _ledger_row(reply, model, prompt, limits, purpose)
     reply.ledger_id = ledger.pk
-    _remember_model(preference, model)
     return limits
 
 
@@ -219,12 +219,6 @@ def _touch(conversation, model, leaf: Message, first_text: str = ""):
         conversation.title = first_words(first_text)
         fields += ("title",)
     rows.update(conversation, fields)
-
-
-def _remember_model(preference, model):
-    if preference.last_model_id != model.pk:
-        preference.last_model = model
-        rows.update(preference, ("last_model",))
 
 
 def first_words(text: str, limit: int = 60) -> str:

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat import turns
-from chat.models import Conversation, Message, Preference, Quota, UsageRecord
+from chat.models import Conversation, Message, Quota, UsageRecord
 from tests.chat_support import Socket, latest_reply, new_conversation, wait_for_status
 from tests.frames import FINAL
 
@@ -381,8 +381,7 @@ def test_starts_racing_in_parallel_never_pass_the_concurrency_cap(
     """Each start writes its reply before it takes the account's lock, and must still
     count every other start that committed first, and never itself."""
     settings.MAX_CONCURRENT_GENERATIONS = cap
-    owner = make_user("racer")
-    Preference.objects.get_or_create(user=owner)  # as for anyone who has sent before
+    owner = make_user("racer")  # a first start each: the row they lock does not exist yet
     conversations = [Conversation.objects.create(owner=owner, model=chat_model) for _ in range(8)]
     barrier, outcomes = threading.Barrier(len(conversations)), []
 

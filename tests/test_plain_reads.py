@@ -102,13 +102,23 @@ def test_in_flight_counts_own_replies_and_api_requests_only_for_people_with_a_ke
     assert quotas.in_flight(bob.pk) == quotas.InFlight([theirs.messages.get().pk], 0)
 
 
-def test_preferences_are_made_on_the_first_start_and_read_after(make_user, chat_model):
-    alice = make_user("alice")
+def test_preferences_are_made_on_the_first_start_and_remember_the_last_model(make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    provider = Provider.objects.create(name="P", base_url="http://127.0.0.1:9/v1")
+    first, second = (Model.objects.create(provider=provider, remote_id=n) for n in "ab")
     with transaction.atomic():
-        made = ownership.locked_preference(alice)
-    made.last_model = chat_model
-    made.save()
+        ownership.lock_preferences(alice, first)
+    made = Preference.objects.get(user=alice)
+    assert made.last_model_id == first.pk
     with transaction.atomic():
-        read = ownership.locked_preference(alice)
-    assert (read.pk, read.user_id, read.last_model_id) == (made.pk, alice.pk, chat_model.pk)
-    assert Preference.objects.count() == 1
+        ownership.lock_preferences(alice, second)
+        ownership.lock_preferences(bob, second)
+    assert Preference.objects.get(user=alice).pk == made.pk
+    assert {(p.user_id, p.last_model_id) for p in Preference.objects.all()} == {
+        (alice.pk, second.pk),
+        (bob.pk, second.pk),
+    }
+    with pytest.raises(RuntimeError), transaction.atomic():  # a refused start keeps nothing
+        ownership.lock_preferences(alice, first)
+        raise RuntimeError
+    assert Preference.objects.get(user=alice).last_model_id == second.pk
