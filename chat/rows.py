@@ -63,6 +63,16 @@ def one_with(model, relation: str, where: str, params):
     return found
 
 
+def exists(model, where: str, params) -> bool:
+    """Whether `where` finds a row of `model` (QuerySet.exists(), built once)."""
+    return _first_row(_exists_sql(model, where), params) is not None
+
+
+@functools.cache
+def _exists_sql(model, where: str) -> str:
+    return f"SELECT 1 FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {where} LIMIT 1"  # noqa: S608
+
+
 def _first_row(sql: str, params):
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from chat.models import Conversation, Message
-from chat.rows import db_value
+from chat.rows import db_value, exists
 from chat.tree import Tree, annotate
 
 PAGE = 40  # messages a page shows at first; earlier ones load on demand
@@ -105,9 +105,9 @@ def catch_up(conversation: Conversation, after: int, streaming: list[int]) -> Ca
 
 
 def streaming_on_path(conversation: Conversation) -> list[int]:
-    running = Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING)
-    if not running.exists():  # the common case, from the small index of running replies
-        return []
+    key = db_value(Message, "conversation", conversation.pk)
+    if not exists(Message, "conversation_id = %s AND status = %s", [key, Message.Status.STREAMING]):
+        return []  # the common case, from the small index of running replies
     tree, path = active_path(conversation)
     return list(
         Message.objects.filter(pk__in=path, status=Message.Status.STREAMING).values_list(

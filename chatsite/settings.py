@@ -171,6 +171,7 @@ SECURE_HSTS_PRELOAD = env.env_bool("SECURE_HSTS_PRELOAD", False)
 # SECURE_HSTS_PRELOAD=true rather than be nagged into it.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SESSION_COOKIE_HTTPONLY = True
+SESSION_ENGINE = "chat.accounts.session_store"  # Django's database sessions, read faster
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"

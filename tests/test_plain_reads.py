@@ -122,3 +122,23 @@ def test_preferences_are_made_on_the_first_start_and_remember_the_last_model(mak
         ownership.lock_preferences(alice, first)
         raise RuntimeError
     assert Preference.objects.get(user=alice).last_model_id == second.pk
+
+
+def test_a_session_reads_as_django_reads_it_until_it_expires(db, time_machine):
+    from django.contrib.sessions.backends.db import SessionStore as DjangoStore
+
+    from chat.accounts.session_store import SessionStore
+
+    time_machine.move_to("2026-01-01 12:00Z")
+    session = SessionStore()
+    session["who"] = "alice"
+    session.set_expiry(60)
+    session.save()
+    key = session.session_key
+    for store in (SessionStore, DjangoStore):
+        assert dict(store(key).load()) == {"who": "alice", "_session_expiry": 60}
+    assert SessionStore("no-such-key").load() == {}
+    time_machine.move_to("2026-01-01 12:01:01Z")
+    for store in (SessionStore, DjangoStore):
+        expired = store(key)
+        assert expired.load() == {} and expired.session_key is None

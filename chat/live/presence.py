@@ -21,6 +21,7 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, get_user_model
+from django.contrib.sessions.backends import db
 from django.contrib.sessions.models import Session
 from django.db import DatabaseError
 from django.utils import timezone
@@ -28,7 +29,6 @@ from django.utils import timezone
 from chat.db import db_background
 
 log = logging.getLogger(__name__)
-DB_SESSIONS = "django.contrib.sessions.backends.db"
 
 CLOSE_SIGNED_OUT = 4401
 CLOSE_DEACTIVATED = 4403
@@ -84,13 +84,13 @@ def session_identity(session) -> tuple[str, str]:
 
 
 def _live_sessions(keys: set[str]) -> set[str]:
-    if settings.SESSION_ENGINE == DB_SESSIONS:
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    if issubclass(store, db.SessionStore):  # all of them in one query
         return set(
             Session.objects.filter(
                 session_key__in=keys, expire_date__gt=timezone.now()
             ).values_list("session_key", flat=True)
         )
-    store = import_module(settings.SESSION_ENGINE).SessionStore
     return {key for key in keys if store().exists(key)}
 
 
