@@ -191,3 +191,23 @@ async def test_open_sockets_per_user_are_capped(make_user, chat_model, settings)
     await again.send(command="sync", after=0, streaming=[])
     await again.close()
     await tabs[1].close()
+
+
+async def test_each_account_counts_only_its_own_open_sockets():
+    from chat.live import presence
+
+    alice, bob, carol = 900_001, 900_002, 900_003  # no account of another test's
+
+    def tab(user_id):
+        return presence.Presence(user_id, "session", "hash", socket=None)
+
+    presence.join("a1", tab(alice))
+    presence.join("a2", tab(alice))
+    presence.join("b1", tab(bob))
+    presence.join("a2", tab(alice))  # joined again: still one socket
+    assert [presence.count_for(who) for who in (alice, bob, carol)] == [2, 1, 0]
+    for channel in ("a1", "a1", "b1"):  # leaving twice counts once
+        presence.leave(channel)
+    assert [presence.count_for(who) for who in (alice, bob)] == [1, 0]
+    presence.leave("a2")
+    assert presence.count_for(alice) == 0

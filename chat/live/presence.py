@@ -16,6 +16,7 @@ through this process's admin.
 import asyncio
 import logging
 import weakref
+from collections import Counter
 from dataclasses import dataclass
 from importlib import import_module
 
@@ -52,6 +53,9 @@ class Presence:
 
 
 _sockets: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = weakref.WeakKeyDictionary()
+_counts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Counter]" = (
+    weakref.WeakKeyDictionary()
+)
 _watchers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = (
     weakref.WeakKeyDictionary()
 )
@@ -61,21 +65,34 @@ def _here() -> dict[str, Presence]:
     return _sockets.setdefault(asyncio.get_running_loop(), {})
 
 
+def _per_user() -> Counter:
+    """Each user's open sockets on this loop: every opening asks, and counting them
+    from all the sockets made a hundred tabs opening together cost their square."""
+    return _counts.setdefault(asyncio.get_running_loop(), Counter())
+
+
 def count_all() -> int:
     """Open sockets on every loop of this process (one under daphne)."""
     return sum(len(sockets) for sockets in list(_sockets.values()))
 
 
 def count_for(user_id: int) -> int:
-    return sum(1 for p in _here().values() if p.user_id == user_id)
+    return _per_user()[user_id]
 
 
 def join(channel_name: str, presence: Presence):
+    leave(channel_name)
     _here()[channel_name] = presence
+    _per_user()[presence.user_id] += 1
 
 
 def leave(channel_name: str):
-    _here().pop(channel_name, None)
+    gone = _here().pop(channel_name, None)
+    if gone is not None:
+        counts = _per_user()
+        counts[gone.user_id] -= 1
+        if not counts[gone.user_id]:
+            del counts[gone.user_id]
 
 
 def session_identity(session) -> tuple[str, str]:
