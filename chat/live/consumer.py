@@ -81,6 +81,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         for message_id in streaming:  # replies running when the page was drawn
             await self.resync(message_id)
 
+    async def websocket_disconnect(self, message):
+        """Channels' own, minus its closing of stale database connections on a worker
+        thread (a hop per closing socket, for a thread this consumer never queries on:
+        it reaches the database only through chat.db, which manages its connections)."""
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
     async def disconnect(self, code):
         if self.conversation is None:
             return
