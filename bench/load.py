@@ -23,6 +23,7 @@ from tests.frames import NEW_REPLY
 # One per text event of the fake backend (`{"content": "tok "}`, or a piece of Markdown
 # holding one "tok"); not the "…_tokens" of its usage report.
 TOKEN = re.compile(rb"tok(?!ens)")
+REPLY_SECONDS = 60  # a reply that has not ended by then counts as an error
 FINAL_STATUS = re.compile(r'<article id="msg-\d+" class="msg assistant status-(\w+)')
 
 
@@ -211,38 +212,46 @@ async def _app_session(base, conversation, cookie, stop, out, active):
 
 async def _converse(socket, stop, out, active):
     while stop is None or time.monotonic() < stop:
-        reply, sent = Reply(), time.monotonic()
-        reply_id = None
+        reply = Reply()
+        # One deadline for the whole reply: wait_for made a task and a timer per frame,
+        # client CPU taken from the machine the app runs on.
         with active:
-            await socket.send(json.dumps({"command": "send", "content": "go"}))
-            while True:
-                frame = await asyncio.wait_for(socket.recv(), 60)
-                reply.bytes += len(frame)
-                if reply_id is None and (found := NEW_REPLY.search(frame)):
-                    reply_id = found.group(1)
-                    final_marker = f'<article id="msg-{reply_id}"'
-                    page = frames.Reply()
-                if reply_id and _carries_text(frame, page, int(reply_id)):
-                    now = time.monotonic()
-                    shown = page.parts["frozen"].count("tok") + page.parts["tail"].count("tok")
-                    if not reply.tokens:
-                        reply.ttft, reply.first_at = now - sent, now
-                    else:
-                        reply.gaps.append(now - reply.last_at)
-                    reply.tokens = shown
-                    if stop is None or now <= stop:
-                        reply.in_window = shown
-                    reply.frames += 1
-                    reply.last_at = now
-                elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:
-                    if (ended := FINAL_STATUS.match(frame)) and ended[1] != "complete":
-                        raise ReplyFailed(ended[1])  # an error, a cut or an interruption
-                    break
-                elif re.search(r'class="notice[ "]', frame):
-                    raise RuntimeError(f"the app refused: {frame}")
+            async with asyncio.timeout(REPLY_SECONDS):
+                await _send_and_read(socket, reply, stop)
         out.append(reply)
         if stop is None:
             return
+
+
+async def _send_and_read(socket, reply: Reply, stop):
+    """Send a message, then read frames until its reply's final one."""
+    sent, reply_id = time.monotonic(), None
+    await socket.send(json.dumps({"command": "send", "content": "go"}))
+    while True:
+        frame = await socket.recv()
+        reply.bytes += len(frame)
+        if reply_id is None and (found := NEW_REPLY.search(frame)):
+            reply_id = found.group(1)
+            final_marker = f'<article id="msg-{reply_id}"'
+            page = frames.Reply()
+        if reply_id and _carries_text(frame, page, int(reply_id)):
+            now = time.monotonic()
+            shown = page.parts["frozen"].count("tok") + page.parts["tail"].count("tok")
+            if not reply.tokens:
+                reply.ttft, reply.first_at = now - sent, now
+            else:
+                reply.gaps.append(now - reply.last_at)
+            reply.tokens = shown
+            if stop is None or now <= stop:
+                reply.in_window = shown
+            reply.frames += 1
+            reply.last_at = now
+        elif reply_id and frame.startswith(final_marker) and "outerHTML" in frame:
+            if (ended := FINAL_STATUS.match(frame)) and ended[1] != "complete":
+                raise ReplyFailed(ended[1])  # an error, a cut or an interruption
+            return
+        elif re.search(r'class="notice[ "]', frame):
+            raise RuntimeError(f"the app refused: {frame}")
 
 
 def _carries_text(frame: str, page, reply_id: int) -> bool:
