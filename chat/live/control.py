@@ -1,46 +1,56 @@
-"""A generation job's control channel: stop and snapshot commands, from any process.
+"""Generation jobs' control channel: stop and snapshot commands, from any process.
 
-Each job joins its own group (chat.live.events.job_group). A socket in another
-process, or one that joins mid-reply, reaches the job only through it: "stop"
-cancels the stream (closing the upstream connection), "snapshot" asks for the
-reply as published so far, sent back to the asking socket's channel.
+Every process listens on one group (chat.live.events.JOBS_GROUP) from its start
+(chat.live.runtime). A command names its reply: the process running that reply
+obeys it, the others ignore it. "stop" cancels the stream (closing the
+upstream connection); "snapshot" asks for the reply as published so far, sent
+back to the asking socket's channel. A socket in another process, or one that
+joins mid-reply, reaches a job only this way.
+
+Each reply used to join a group of its own. On Redis that was two
+subscriptions when it started and two unsubscriptions when it ended, made just
+when a hundred replies end and start together, and queued with the
+subscriptions of the sockets opening then. Commands are rare (a user's stop, a
+socket's resync), so sending each to every process costs far less.
 """
 
 import asyncio
-from contextlib import suppress
 
 from channels.layers import get_channel_layer
 
 from chat.live import events
 
 RETRY_SECONDS = 0.5
+# Joined again now and then: the in-memory layer forgets a member after its
+# group_expiry (a day), and this membership lasts as long as the process.
+REJOIN_SECONDS = 3600.0
 
 
-async def listen(job):
-    """Until the reply ends. The job runs meanwhile: joining the group may wait (on
-    Redis, behind everyone else's subscriptions), the upstream request must not."""
-    layer, group = get_channel_layer(), events.job_group(job.message_id)
-    channel, joined = None, False
-    try:
-        while not job.done:
-            try:
-                if not joined:
-                    channel = channel or await layer.new_channel()
-                    await layer.group_add(group, channel)
-                    joined = True
+async def listen_forever(running: dict):
+    """Obey the commands for the replies of `running` (chat.live.jobs.JOBS) that run
+    on this event loop, until cancelled."""
+    layer, loop = get_channel_layer(), asyncio.get_running_loop()
+    channel, joined_at = None, None
+    while True:
+        try:
+            if joined_at is None or loop.time() - joined_at >= REJOIN_SECONDS:
+                channel = channel or await layer.new_channel()
+                await layer.group_add(events.JOBS_GROUP, channel)
+                joined_at = loop.time()
+            async with asyncio.timeout(REJOIN_SECONDS):
                 message = await layer.receive(channel)
-            except Exception:
-                # The channel layer is restarting: keep trying, unless we are being
-                # cancelled (a layer may turn the cancellation into its own error).
-                if asyncio.current_task().cancelling():
-                    raise asyncio.CancelledError from None
-                await asyncio.sleep(RETRY_SECONDS)
-                continue
+        except TimeoutError:
+            continue
+        except Exception:
+            # The channel layer is restarting: keep trying, unless we are being
+            # cancelled (a layer may turn the cancellation into its own error).
+            if asyncio.current_task().cancelling():
+                raise asyncio.CancelledError from None
+            await asyncio.sleep(RETRY_SECONDS)
+            continue
+        job = running.get(events.commanded_reply(message))
+        if job is not None and job.task is not None and job.task.get_loop() is loop:
             await _obey(job, message)
-    finally:
-        if joined:
-            with suppress(Exception):
-                await layer.group_discard(group, channel)
 
 
 async def _obey(job, message: dict):

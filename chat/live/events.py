@@ -2,7 +2,7 @@
 
 Zulip's rule, here too: actions write to the database, then call a function
 below to tell whoever is listening. This module alone knows
-- the channel-layer group names (a conversation, a user, a running reply);
+- the channel-layer group names (a conversation, a user, the job control listeners);
 - the event dicts that travel between jobs and sockets, in any process;
 - the HTML fragments the page receives (partials of templates/chat/live.html,
   and a streaming reply's parts, built below),
@@ -49,9 +49,7 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-def job_group(message_id: int) -> str:
-    """The job writing one reply, wherever it runs."""
-    return f"job.{message_id}"
+JOBS_GROUP = "jobs"  # every process's job control listener (chat.live.control)
 
 
 # --- what the page receives ---------------------------------------------------------------
@@ -303,12 +301,13 @@ async def publish_done(conversation_id, message_id: int, status: str, frames: li
 
 
 async def stop_job(message_id: int):
-    await _group_send(job_group(message_id), {"type": "job.stop"})
+    await _group_send(JOBS_GROUP, {"type": "job.stop", "message_id": message_id})
 
 
 async def ask_snapshot(message_id: int, reply_to: str):
     """Ask the job for its text so far, to be sent to one socket's channel."""
-    await _group_send(job_group(message_id), {"type": "job.snapshot", "reply_to": reply_to})
+    event = {"type": "job.snapshot", "message_id": message_id, "reply_to": reply_to}
+    await _group_send(JOBS_GROUP, event)
 
 
 async def send_snapshot(reply_to: str, message_id: int, seq: int, frames: list[str]):
@@ -323,6 +322,11 @@ async def send_snapshot(reply_to: str, message_id: int, seq: int, frames: list[s
 async def disconnect_user(user_id: int):
     """Close every socket of this person, in every process on the shared layer."""
     await _group_send(user_group(user_id), {"type": "user.disconnect"})
+
+
+def commanded_reply(event: dict) -> int | None:
+    """The reply a job command is for."""
+    return event.get("message_id")
 
 
 def is_stop(event: dict) -> bool:

@@ -7,9 +7,10 @@ subscribe, so closing a tab does not stop a reply. chat.live.saver saves the
 text about once a second; chat.live.ending saves and announces how it ended.
 A job may also continue a reply in place (Plan.resume): it starts from its text.
 
-Each job listens on its own group for two commands from any process: stop
-(cancel the stream, closing the upstream connection) and snapshot (the reply
-as published so far, with its sequence number, for a socket that is joining).
+Two commands reach a job from any process, through its process's listener
+(chat.live.control): stop (cancel the stream, closing the upstream connection)
+and snapshot (the reply as published so far, with its sequence number, for a
+socket that is joining).
 """
 
 import asyncio
@@ -21,7 +22,7 @@ from contextlib import aclosing
 from django.conf import settings
 
 from chat.governance import bounds
-from chat.live import control, ending, events, publishing, titles
+from chat.live import ending, events, publishing, titles
 from chat.markdown.live import LiveMarkdown
 from chat.models import Message, thought_label_seconds
 from chat.plan import Plan
@@ -211,13 +212,8 @@ async def run(job: Job):
 
 
 async def _stream_and_finish(job: Job):
-    # The upstream request goes out first; the control channel is joined meanwhile
-    # (on Redis that subscription waited behind everyone else's, under load).
     pump = job.pump_task = asyncio.create_task(job.pump())
-    helpers = [
-        asyncio.create_task(job.publish_loop()),
-        asyncio.create_task(control.listen(job)),
-    ]
+    publisher = asyncio.create_task(job.publish_loop())
     try:
         await asyncio.shield(pump)
     except asyncio.CancelledError:
@@ -225,13 +221,10 @@ async def _stream_and_finish(job: Job):
         job.status = Status.INTERRUPTED
     finally:
         job.wake()
-        await asyncio.wait(helpers[:1], timeout=5)  # the last delta goes out before the end
-        for helper in helpers:
-            helper.cancel()
-        # Leaving the control group is a Redis round trip behind every other socket's
-        # subscriptions (over 150 ms under load): the ending does not wait for it.
+        await asyncio.wait([publisher], timeout=5)  # the last delta goes out before the end
+        publisher.cancel()
         await ending.finish(job)
-        await asyncio.wait(helpers, timeout=2)
+        await asyncio.wait([publisher], timeout=2)
 
 
 def start(plan: Plan, shown: bool = True) -> Job:

@@ -4,6 +4,7 @@
 - the orphan sweep (chat.live.recovery), at start and every few seconds;
 - the socket watcher (chat.live.presence), twice a second;
 - the event-loop lag probe (chat.live.metrics);
+- the listener for stop and snapshot commands to its replies (chat.live.control);
 - at shutdown, every running reply saved as interrupted with all its text.
 
 `ensure_started()` runs on the server's event loop the first time the ASGI
@@ -16,7 +17,7 @@ import contextvars
 import logging
 import weakref
 
-from chat.live import jobs, metrics, presence, recovery, saver
+from chat.live import control, jobs, metrics, presence, recovery, saver
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ WORKERS = {
     "sweeper": recovery.sweep_forever,
     "watcher": presence.watch_forever,
     "lag": measure_loop_lag,
+    "control": control.listen_forever,
 }
 metrics.ACTIVE_STREAMS.set_function(lambda: len(jobs.JOBS))
 metrics.OPEN_SOCKETS.set_function(presence.count_all)
