@@ -1,14 +1,16 @@
-"""When a reply's upstream request goes out, and how it is stopped (chat.live.jobs,
-chat.live.control): against the loopback fake, through the real channel layer."""
+"""When a reply's upstream request goes out, how it is stopped and how a joining socket
+reaches it (chat.live.jobs, chat.live.control): against the loopback fake, through the
+real channel layer."""
 
 import asyncio
+import contextlib
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from chat import turns
-from chat.live import events, jobs
+from chat.live import events, jobs, runtime
 from tests.chat_support import new_conversation, wait_for_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,3 +85,36 @@ async def test_a_stop_for_a_job_elsewhere_goes_through_its_group(monkeypatch):
     monkeypatch.setattr(events, "stop_job", through_layer)
     await jobs.stop(987654)  # no such job in this process
     assert sent == [987654]
+
+
+async def test_a_snapshot_request_reaches_a_reply_the_moment_it_starts(owner, chat_model, fake):
+    """The process listens for job commands from its start: a socket that asks as a reply
+    starts (a tab opened just then) is answered, not left to time out on the saved text."""
+    fake.configure(tokens=["tok "] * 500, token_interval=0.01)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    conversation = await new_conversation(owner, chat_model)
+
+    async def snapshot_of(message_id) -> dict:
+        await events.ask_snapshot(message_id, channel)
+        return await asyncio.wait_for(layer.receive(channel), 1)
+
+    runtime.ensure_started()
+    try:
+        _, plan = await sync_to_async(turns.send)(owner, conversation.pk, "go")
+        jobs.start(plan)
+        for _ in range(10):  # until the listener has joined (on Redis, a round trip)
+            with contextlib.suppress(TimeoutError):
+                await snapshot_of(plan.message_id)
+                break
+        else:
+            raise AssertionError("no answer from a running reply")
+        await jobs.stop(plan.message_id)
+        assert (await wait_for_status(plan.message_id, timeout=5)).status == "stopped"
+
+        _, plan = await sync_to_async(turns.send)(owner, conversation.pk, "again")
+        jobs.start(plan)
+        answer = await snapshot_of(plan.message_id)  # before the job has run a step
+        assert answer["type"] == "gen.snapshot" and answer["message_id"] == plan.message_id
+    finally:
+        await runtime.shutdown(grace_seconds=5)
