@@ -106,7 +106,7 @@ def test_two_workers_share_one_port_and_stop_together(make_user, chat_model, coo
         # Each knows it is one of two (they share the frame budget: chatsite.settings).
         assert all(b"\0WORKERS=2\0" in b"\0" + environ(pid) for pid in workers)
         idle = {pid: sockets_of(pid) for pid in workers}
-        held = asyncio.run(hold_tabs(url, conversation.pk, cookie_for(owner), 30, workers))
+        held = asyncio.run(hold_tabs(url, conversation.pk, cookie_for(owner), 30, workers, idle))
     finally:
         supervisor.send_signal(signal.SIGTERM)
         supervisor.wait(20)
@@ -128,14 +128,23 @@ def wait_until_healthy(url: str):
     raise AssertionError("the workers did not answer")
 
 
-async def hold_tabs(url, conversation_id, cookie, count, workers) -> dict[int, int]:
-    """Open `count` chat tabs, and count each worker's sockets while all are open."""
+async def hold_tabs(url, conversation_id, cookie, count, workers, idle) -> dict[int, int]:
+    """Open `count` chat tabs, and count each worker's sockets while all are open. The
+    port answers once one worker is up: while another is still starting (on a loaded
+    machine, seconds later) it takes none, so up to 2 × `count` more open, a quarter of
+    a second apart, until every worker holds some."""
     address = url.replace("http://", "ws://") + f"/ws/chat/{conversation_id}/"
-    tabs = [
-        await websockets.connect(address, origin=url, additional_headers={"Cookie": cookie})
-        for _ in range(count)
-    ]
+
+    def connect():
+        return websockets.connect(address, origin=url, additional_headers={"Cookie": cookie})
+
+    tabs = [await connect() for _ in range(count)]
     try:
+        for _ in range(2 * count):
+            if all(sockets_of(pid) > idle[pid] for pid in workers):
+                break
+            await asyncio.sleep(0.25)
+            tabs.append(await connect())
         for tab in tabs:
             await tab.send(json.dumps({"command": "ping"}))  # answered: "Unknown command."
             await asyncio.wait_for(tab.recv(), 10)  # accepted, and answering
