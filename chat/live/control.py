@@ -15,11 +15,13 @@ socket's resync), so sending each to every process costs far less.
 """
 
 import asyncio
+import logging
 
 from channels.layers import get_channel_layer
 
 from chat.live import events
 
+log = logging.getLogger(__name__)
 RETRY_SECONDS = 0.5
 # Joined again now and then: the in-memory layer forgets a member after its
 # group_expiry (a day), and this membership lasts as long as the process.
@@ -50,7 +52,10 @@ async def listen_forever(running: dict):
             continue
         job = running.get(events.commanded_reply(message))
         if job is not None and job.task is not None and job.task.get_loop() is loop:
-            await _obey(job, message)
+            try:
+                await _obey(job, message)
+            except Exception:  # one reply's bad state must not deafen the process
+                log.exception("command for reply %s failed", job.message_id)
 
 
 async def _obey(job, message: dict):
