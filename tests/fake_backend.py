@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from tests.fake_clock import Ticker
+
 DEFAULT_TOKENS = ["Hello", ",", " wor", "ld", "!", " Ça", " va", " 🙂", "?"]
 
 
@@ -72,8 +74,8 @@ class Seen:
 class FakeBackend:
     def __init__(self, loop=None, shared_clock=False, **behaviour):
         self.behaviour = Behaviour(**behaviour)
-        self._shared_clock = shared_clock  # see _next_token_time
-        self._tick, self._tick_at = None, 0.0
+        # One timer writes every stream's tokens (tests.fake_clock): for the benchmark.
+        self._ticker = Ticker(self.behaviour.token_interval) if shared_clock else None
         self.requests: list[Seen] = []
         self._loop = loop or asyncio.new_event_loop()
         self._token_bytes: dict[tuple[str, str], bytes] = {}  # see _token_data
@@ -200,10 +202,14 @@ class FakeBackend:
             cuts = sorted({1, len(data) // 2, len(data) - 2})
             pieces = [data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)], strict=True)]
         for piece in pieces:
-            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            writer.write(self._framed(piece))
             await writer.drain()
             if b.split_bytes:
                 await asyncio.sleep(0.002)
+
+    @staticmethod
+    def _framed(piece: bytes) -> bytes:
+        return f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
 
     async def _event(self, writer, payload):
         await self._send_data(writer, self._data(payload))
@@ -277,9 +283,16 @@ class FakeBackend:
             await self._event(writer, self._reasoning_event(fmt, thought))
             await asyncio.sleep(b.token_interval)
         count = 0
+        if self._ticker and self._plain(b) and tokens:
+            tokens = list(tokens)
+            await self._send_data(writer, self._token_data(fmt, tokens[0], 0, body))
+            pieces = [self._framed(self._token_data(fmt, token, index, body))
+                      for index, token in enumerate(tokens[1:], 1)]  # fmt: skip
+            await self._ticker.stream(writer.transport, pieces)
+            tokens, count = [], len(tokens)
         for index, token in enumerate(tokens):
             if index and b.token_interval:
-                await self._next_token_time(b.token_interval)
+                await asyncio.sleep(b.token_interval)
             if await self._fault(writer, fmt, index):
                 return
             await self._send_data(writer, self._token_data(fmt, token, index, body))
@@ -291,21 +304,12 @@ class FakeBackend:
                 await self._event(writer, event)
         await self._end(writer)
 
-    async def _next_token_time(self, interval: float):
-        """Wait one token interval; with a shared clock, until the next tick of one timer
-        that every stream waits on. Two hundred streams at 50 tokens/s then arm fifty
-        timers a second, not ten thousand: the benchmark's upstream shares the app's
-        cores. A stream's first token still comes after its own first-token delay."""
-        if not self._shared_clock:
-            return await asyncio.sleep(interval)
-        loop = asyncio.get_running_loop()
-        if self._tick is None or self._tick.done():
-            # Ticks on a fixed grid, so that time spent waking the streams does not
-            # stretch the interval.
-            self._tick_at = max(self._tick_at + interval, loop.time())
-            self._tick = loop.create_future()
-            loop.call_at(self._tick_at, self._tick.set_result, None)
-        await asyncio.shield(self._tick)  # one stream cancelled must not cancel the rest
+    def _plain(self, b: Behaviour) -> bool:
+        """Tokens at the ticker's rate and nothing else per token: the benchmark's reply."""
+        faults = (b.error_after, b.stall_after, b.disconnect_after, b.malformed_after,
+                  b.endless_line_after)  # fmt: skip
+        return (b.token_interval == self._ticker.interval and not b.endless and not b.split_bytes
+                and not b.keepalive and all(f is None for f in faults))  # fmt: skip
 
     async def _fault(self, writer, fmt, index) -> bool:
         """Inject the configured fault before token `index`; True if the reply is over."""
