@@ -8,6 +8,10 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 WORKERS ?= 1
+# `make run` is the site on this machine: a lone process keeps to one CPU too
+# (chatsite/serve.py, keep_to_one_cpu). Plain `python -m chatsite.serve` pins
+# only the workers of --workers N, as lone processes may share a machine.
+PIN_CPUS ?= all
 PIP    := $(BIN)/pip install --disable-pip-version-check -q
 
 .PHONY: run test lint check pytest bench bench-compare bench-page chromium catalog clean
@@ -29,7 +33,7 @@ run: $(VENV)/.runtime
 	@echo "  Chat is running: open http://$(HOST):$(PORT)/"
 	@echo "  (the first account you sign up becomes the admin)"
 	@echo ""
-	$(BIN)/python -m chatsite.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	PIN_CPUS=$(PIN_CPUS) $(BIN)/python -m chatsite.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # The known providers and models (disabled until they have a key).
 catalog: $(VENV)/.runtime

@@ -88,6 +88,7 @@ class App:
             "DATABASE_URL": self.database.url if self.database else "",
             "REDIS_URL": setup.redis_url,
             "WORKERS": str(setup.workers),
+            "PIN_CPUS": os.environ.get("PIN_CPUS", "all"),  # as `make run` starts it
             "LOG_LEVEL": "error",
         }
         # This tree's setup script, on `root`'s models: an earlier tree (bench.compare)

@@ -3,12 +3,13 @@
     python -m chatsite.serve [--host 127.0.0.1] [--port 8000] [--workers N]
 
 Every process runs on uvloop, a faster event loop than asyncio's own: measured
-with `make bench`, it cut the relay's CPU per token by about a tenth. With --workers N (N > 1) this
-process binds the port once and starts N daphne processes that accept on that
-same socket; the kernel hands each new connection to whichever is free. A
-worker that dies is started again. Several processes only make sense on a
-shared channel layer, so N > 1 needs REDIS_URL (and PostgreSQL is advised:
-SQLite takes one writer at a time).
+with `make bench`, it cut the relay's CPU per token by about a tenth. With
+--workers N (N > 1) this process binds the port once and starts N daphne
+processes that accept on that same socket; the kernel hands each new
+connection to whichever is free. A worker that dies is started again.
+Several processes only make sense on a shared channel layer, so N > 1 needs
+REDIS_URL (and PostgreSQL is advised: SQLite takes one writer at a time).
+Worker i keeps to the i-th CPU (keep_to_one_cpu, PIN_CPUS).
 """
 
 import argparse
@@ -40,8 +41,41 @@ def use_uvloop():
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run_daphne(daphne_args: list[str], shared_socket: bool = False):
-    """This process becomes one daphne server (the event loop policy must come first)."""
+def keep_to_one_cpu(index: int, worker: bool) -> int | None:
+    """Keep this process, and every thread it starts, on one CPU: the index-th of those
+    it may use (round the list). Returns that CPU, or None where it does not apply.
+
+    A process runs its event loop on one thread and its database work on others, and
+    they hand Python's lock back and forth at every query. Across two cores each
+    handover wakes a thread on the other core, whose caches are cold for it; on one
+    core it is a plain switch. See the README's benchmark section for the figures.
+
+    PIN_CPUS=workers (the default) keeps the workers of one `--workers N` to a CPU
+    each: they know they are N and which one they are. A lone process is left to the
+    kernel, since several may share a machine without knowing of each other (the
+    Procfile, the systemd template, containers scaled on one host) and would all
+    take the first CPU; PIN_CPUS=all keeps a lone one to the first CPU as well (a
+    machine of its own), and PIN_CPUS=none leaves every process to the kernel.
+    """
+    from chatsite import env  # here: a worker reads it before daphne starts
+
+    mode = env.env_choice("PIN_CPUS", "workers", ("workers", "all", "none"))
+    if mode == "none" or (mode == "workers" and not worker):
+        return None
+    if not hasattr(os, "sched_setaffinity"):  # not Linux
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None  # nothing to choose between
+    cpu = allowed[index % len(allowed)]
+    os.sched_setaffinity(0, {cpu})  # before any thread starts: they inherit it
+    return cpu
+
+
+def run_daphne(daphne_args: list[str], shared_socket: bool = False, index: int = 0):
+    """This process becomes one daphne server (the event loop policy must come first).
+    A worker (on a shared socket) is the index-th of its supervisor's."""
+    keep_to_one_cpu(index, worker=shared_socket)
     use_uvloop()
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     if shared_socket:
@@ -82,21 +116,22 @@ class Workers:
         self.children: list[subprocess.Popen] = []
         self.stopping = False
 
-    def spawn(self) -> subprocess.Popen:
+    def spawn(self, index: int) -> subprocess.Popen:
         fd = self.sock.fileno()
-        command = [sys.executable, "-m", "chatsite.serve", "--fd", str(fd), *self.extra]
+        command = [sys.executable, "-m", "chatsite.serve", "--fd", str(fd),
+                   "--index", str(index), *self.extra]  # fmt: skip
         return subprocess.Popen(command, pass_fds=[fd])  # noqa: S603 - our own module
 
     def run(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
-        self.children = [self.spawn() for _ in range(self.count)]
+        self.children = [self.spawn(index) for index in range(self.count)]
         while not self.stopping:
             for index, child in enumerate(self.children):
                 if child.poll() is not None and not self.stopping:
                     print(f"worker {child.pid} exited ({child.returncode}); starting another")
                     time.sleep(RESTART_PAUSE_SECONDS)
-                    self.children[index] = self.spawn()
+                    self.children[index] = self.spawn(index)  # on the same CPU
             time.sleep(0.5)
         for child in self.children:
             child.wait()
@@ -115,9 +150,10 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1") or 1))
     parser.add_argument("--fd", type=int, help="accept on this inherited socket (for workers)")
+    parser.add_argument("--index", type=int, default=0, help="which worker (picks its CPU)")
     args, extra = parser.parse_known_args(argv)
     if args.fd is not None:  # a worker: WORKERS is its supervisor's
-        run_daphne(["--fd", str(args.fd), *extra], shared_socket=True)
+        run_daphne(["--fd", str(args.fd), *extra], shared_socket=True, index=args.index)
         return
     # The settings, and the workers after them, see how many processes share the
     # machine (they share a frame budget).

@@ -76,6 +76,34 @@ def test_a_worker_on_a_shared_socket_takes_one_waiting_connection_per_turn(monke
     assert accepted_in_one_turn(3) == 1
 
 
+def pinned(index: int, worker: bool, **env) -> list[str]:
+    """What keep_to_one_cpu returns in a fresh process, and that process's CPUs."""
+    code = (
+        "import os; from chatsite import serve; "
+        f"print(serve.keep_to_one_cpu({index}, {worker}), sorted(os.sched_getaffinity(0)))"
+    )
+    inherited = {name: value for name, value in os.environ.items() if name != "PIN_CPUS"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**inherited, **env},
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    return [done.stdout.strip(), done.stderr]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing to choose")
+def test_each_worker_keeps_to_a_cpu_of_its_own_and_a_lone_process_to_none():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert pinned(0, True)[0] == f"{allowed[0]} [{allowed[0]}]"
+    assert pinned(1, True)[0] == f"{allowed[1]} [{allowed[1]}]"  # worker 1 beside worker 0
+    wrapped = len(allowed) + 1
+    assert pinned(wrapped, True)[0] == f"{allowed[1]} [{allowed[1]}]"  # more workers than CPUs
+    # A lone process may have unknown siblings on the machine: the kernel places it ...
+    assert pinned(0, False)[0] == f"None {allowed}"
+    # ... unless it is told it has the machine to itself.
+    assert pinned(0, False, PIN_CPUS="all")[0] == f"{allowed[0]} [{allowed[0]}]"
+    assert pinned(1, True, PIN_CPUS="none")[0] == f"None {allowed}"
+    refused = pinned(0, True, PIN_CPUS="sometimes")
+    assert refused[0] == "" and "PIN_CPUS must be one of workers, all, none" in refused[1]
+
+
 def test_more_than_one_worker_needs_redis():
     env = {**os.environ, "REDIS_URL": "", "DEBUG": "true"}
     done = subprocess.run(
@@ -107,11 +135,15 @@ def test_two_workers_share_one_port_and_stop_together(make_user, chat_model, coo
         assert all(b"\0WORKERS=2\0" in b"\0" + environ(pid) for pid in workers)
         idle = {pid: sockets_of(pid) for pid in workers}
         held = asyncio.run(hold_tabs(url, conversation.pk, cookie_for(owner), 30, workers, idle))
+        cpus = [os.sched_getaffinity(pid) for pid in workers]  # both are up by now
     finally:
         supervisor.send_signal(signal.SIGTERM)
         supervisor.wait(20)
     # Both workers took some of the 30 tabs, on the one port ...
     assert all(held[pid] > idle[pid] for pid in workers), (idle, held)
+    # ... each on a CPU of its own ...
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert [len(c) for c in cpus] == [1, 1] and cpus[0] != cpus[1], cpus
     # ... and both stopped with the supervisor.
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
