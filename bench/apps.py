@@ -42,6 +42,14 @@ def proc_rss(pid: int) -> int:
     return sum(_read(_own_rss, each) for each in tree(pid))
 
 
+def machine_cpu() -> tuple[float, float]:
+    """CPU seconds the whole machine spent busy, and in all (every core), since boot: what
+    the app, PostgreSQL, Redis and the bench's own upstream and clients share here."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle and waiting for I/O
+    return (sum(ticks) - idle) / CLK_TCK, sum(ticks) / CLK_TCK
+
+
 def _read(what, pid: int):
     try:
         return what(pid)

@@ -54,6 +54,7 @@ def row(label: str, result, direct) -> str:
         f"  {label:22} added TTFT p50 {p50:+7.1f} ms, p99 {p99:+7.1f} ms; "
         f"delivered {delivered:6.1%}; frames/reply {result.frames_per_reply():.0f}; "
         f"CPU {result.cpu / tokens * 1000:.3f} ms/token; RSS {result.rss_peak_mb:.0f} MB; "
+        f"machine busy {result.machine_share():.0%}; "
         f"replies {len(result.replies)}; errors {result.errors}"
         + (f" {result.error_kinds}" if result.errors else "")
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 import websockets
 
-from bench.apps import App, proc_cpu, proc_rss
+from bench.apps import App, machine_cpu, proc_cpu, proc_rss
 from tests import frames
 from tests.frames import NEW_REPLY
 
@@ -67,6 +67,8 @@ class Result:
     seconds: float  # from the first client's start until the last reply ended
     window: float  # the load's duration: clients send new messages until its end
     cpu: float = float("nan")
+    machine_busy: float = float("nan")  # CPU seconds the whole machine was busy meanwhile
+    machine_all: float = float("nan")  # CPU seconds it had (the run's time, every core)
     rss_peak_mb: float = float("nan")
     rss_per_stream_kb: float = float("nan")
     peak_streams: int = 0
@@ -98,6 +100,15 @@ class Result:
 
     def fps_max(self):
         return max((r.frames_per_second for r in self.replies), default=0)
+
+    def machine_share(self) -> float:
+        """How busy the machine's cores were, all of them together."""
+        return self.machine_busy / self.machine_all
+
+    def rest_per_reply(self) -> float:
+        """CPU seconds per reply spent outside the app: PostgreSQL, Redis, the bench's
+        upstream and clients, anything else on the machine."""
+        return (self.machine_busy - self.cpu) / max(len(self.replies), 1)
 
     def bytes_per_reply(self):
         return statistics.mean(r.bytes for r in self.replies) if self.replies else 0
@@ -309,7 +320,7 @@ async def run_app(app: App, clients: int, ramp: float, duration: float) -> Resul
     out, active = [], Active()
     pid = app.process.pid
     await warm_every_worker(app, app.tabs[clients:])
-    rss_base, cpu_base = proc_rss(pid), proc_cpu(pid)
+    rss_base, cpu_base, (busy_base, all_base) = proc_rss(pid), proc_cpu(pid), machine_cpu()
     peak = rss_base
     begin = time.monotonic()
     done = asyncio.Event()
@@ -334,6 +345,8 @@ async def run_app(app: App, clients: int, ramp: float, duration: float) -> Resul
     seconds = time.monotonic() - begin
     result = Result(out, seconds, duration, cpu=proc_cpu(pid) - cpu_base, peak_streams=active.peak)
     result.errors, result.error_kinds = errors.count, errors.kinds
+    busy, every = machine_cpu()
+    result.machine_busy, result.machine_all = busy - busy_base, every - all_base
     result.rss_peak_mb = peak / 2**20
     result.rss_per_stream_kb = (peak - rss_base) / 1024 / max(active.peak, 1)
     return result

@@ -48,13 +48,16 @@ def row(clients: int, direct: Result, app: Result) -> str:
         f"  {clients:7} {added(app, direct, 50):+9.0f} {added(app, direct, 99):+9.0f} "
         f"{delivered:9.3f} {app.frames_per_reply():8.1f} {app.bytes_per_reply():9,.0f} "
         f"{app.cpu / tokens * 1000:8.3f} {app.cpu / app.seconds:6.0%} "
-        f"{app.rss_peak_mb:7.0f}  {errors}"
+        f"{app.rss_peak_mb:7.0f} {app.machine_share():7.0%} {app.rest_per_reply() * 1000:9.1f}"
+        f"  {errors}"
     )
 
 
 HEADER = (
-    "  clients  +TTFT50  +TTFT99  delivered  frames/  bytes/   CPU ms/  CPU of   RSS  errors\n"
-    "             (ms)     (ms)   vs direct   reply    reply    token  a core   (MB)"
+    "  clients  +TTFT50  +TTFT99  delivered  frames/  bytes/   CPU ms/  CPU of   RSS  machine"
+    "  rest ms/  errors\n"
+    "             (ms)     (ms)   vs direct   reply    reply    token  a core   (MB)    busy"
+    "     reply"
 )
 
 
