@@ -31,9 +31,13 @@ class Ticker:
             return done
         self.streams[done] = (transport, pieces, [0])
         if self.timer is None:
-            self.at = max(self.at + self.interval, loop.time())
-            self.timer = loop.call_at(self.at, self._tick)
+            self._arm(loop)
         return done
+
+    def _arm(self, loop: asyncio.AbstractEventLoop):
+        """The next tick, on the grid (or now, if the grid fell behind)."""
+        self.at = max(self.at + self.interval, loop.time())
+        self.timer = loop.call_at(self.at, self._tick)
 
     def _tick(self):
         for done, (transport, pieces, sent) in list(self.streams.items()):
@@ -50,6 +54,4 @@ class Ticker:
                     done.set_result(None)
         self.timer = None
         if self.streams:
-            loop = asyncio.get_running_loop()
-            self.at = max(self.at + self.interval, loop.time())
-            self.timer = loop.call_at(self.at, self._tick)
+            self._arm(asyncio.get_running_loop())
